@@ -1,0 +1,156 @@
+// Argument checking shared by the binding files.
+//
+// Bindings take numpy arrays as they are (no silent casts or copies), check dtype, layout and
+// shape here, and throw std::invalid_argument (Python ValueError) or pybind11::type_error
+// (Python TypeError) with a message that names the operation and the shapes involved.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fastnn::bind {
+
+namespace py = pybind11;
+
+enum class DType { f32, f64 };
+
+inline std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    if (d) s += ", ";
+    s += std::to_string(a.shape(d));
+  }
+  if (a.ndim() == 1) s += ",";
+  return s + ")";
+}
+
+inline std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (d) s += ", ";
+    s += shape[d] < 0 ? std::string("*") : std::to_string(shape[d]);
+  }
+  if (shape.size() == 1) s += ",";
+  return s + ")";
+}
+
+[[noreturn]] inline void fail(const std::string& op, const std::string& message) {
+  throw std::invalid_argument("fastnn." + op + ": " + message);
+}
+
+[[noreturn]] inline void fail_type(const std::string& op, const std::string& message) {
+  throw py::type_error("fastnn." + op + ": " + message);
+}
+
+inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// float32 or float64, C-contiguous; anything else is refused rather than silently copied.
+inline DType float_array(const std::string& op, const char* name, const py::array& a) {
+  DType dt;
+  if (a.dtype().is(py::dtype::of<float>())) {
+    dt = DType::f32;
+  } else if (a.dtype().is(py::dtype::of<double>())) {
+    dt = DType::f64;
+  } else {
+    fail_type(op, std::string(name) + " must be float32 or float64, got " + dtype_str(a));
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    fail(op, std::string(name) + " with shape " + shape_str(a) +
+                 " must be C-contiguous (use numpy.ascontiguousarray)");
+  }
+  return dt;
+}
+
+inline void same_dtype(const std::string& op, const char* name, const py::array& a,
+                       const char* ref_name, const py::array& ref) {
+  if (!a.dtype().is(ref.dtype())) {
+    fail_type(op, std::string(name) + " has dtype " + dtype_str(a) + " but " + ref_name +
+                      " has dtype " + dtype_str(ref) + "; they must match");
+  }
+}
+
+// Checks a float array of the same dtype as `ref` (pass ref == a for the first one).
+inline void float_like(const std::string& op, const char* name, const py::array& a,
+                       const char* ref_name, const py::array& ref) {
+  float_array(op, name, a);
+  same_dtype(op, name, a, ref_name, ref);
+}
+
+inline void writable(const std::string& op, const char* name, const py::array& a) {
+  if (!a.writeable()) fail(op, std::string(name) + " is read-only but is written to");
+}
+
+inline void ndim(const std::string& op, const char* name, const py::array& a, int expected) {
+  if (a.ndim() != expected) {
+    fail(op, std::string(name) + " must be " + std::to_string(expected) + "-D, got shape " +
+                 shape_str(a));
+  }
+}
+
+// expected[d] < 0 means "any size".
+inline void shape(const std::string& op, const char* name, const py::array& a,
+                  const std::vector<int64_t>& expected) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(expected.size());
+  for (size_t d = 0; ok && d < expected.size(); ++d) {
+    ok = expected[d] < 0 || a.shape(d) == expected[d];
+  }
+  if (!ok) {
+    fail(op, std::string(name) + " has shape " + shape_str(a) + ", expected " +
+                 shape_str(expected));
+  }
+}
+
+inline void same_shape(const std::string& op, const char* name, const py::array& a,
+                       const char* ref_name, const py::array& ref) {
+  bool ok = a.ndim() == ref.ndim();
+  for (py::ssize_t d = 0; ok && d < a.ndim(); ++d) ok = a.shape(d) == ref.shape(d);
+  if (!ok) {
+    fail(op, std::string(name) + " has shape " + shape_str(a) + " but " + ref_name +
+                 " has shape " + shape_str(ref) + "; they must match");
+  }
+}
+
+// Outputs must not overlap inputs a kernel still reads after writing.
+inline void no_overlap(const std::string& op, const char* out_name, const py::array& out,
+                       const char* in_name, const py::array& in) {
+  const auto* o = static_cast<const char*>(out.data());
+  const auto* i = static_cast<const char*>(in.data());
+  const py::ssize_t ob = out.nbytes(), ib = in.nbytes();
+  if (ob && ib && o < i + ib && i < o + ob) {
+    fail(op, std::string(out_name) + " overlaps " + in_name + " in memory; pass a separate array");
+  }
+}
+
+template <class T>
+T* mut(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+template <class T>
+const T* ptr(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+
+// Calls f(T{}) with T = float or double.
+template <class F>
+decltype(auto) dispatch(DType dt, F&& f) {
+  if (dt == DType::f32) return f(float{});
+  return f(double{});
+}
+
+// Each binding file registers its functions with a static Registrar, so adding a kernel
+// family never touches a central list.
+using RegisterFn = void (*)(py::module_&);
+std::vector<std::pair<const char*, RegisterFn>>& registry();
+
+struct Registrar {
+  Registrar(const char* family, RegisterFn fn) { registry().emplace_back(family, fn); }
+};
+
+}  // namespace fastnn::bind
