@@ -78,16 +78,9 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
   V c20 = O::zero(), c21 = O::zero(), c30 = O::zero(), c31 = O::zero();
   V c40 = O::zero(), c41 = O::zero(), c50 = O::zero(), c51 = O::zero();
 
-  int64_t p = 0;
-  for (; p + 4 <= k; p += 4) {
-    FASTNN_TILE_STEP(ap, bp);
-    FASTNN_TILE_STEP(ap + 6, bp + b_step);
-    FASTNN_TILE_STEP(ap + 12, bp + 2 * b_step);
-    FASTNN_TILE_STEP(ap + 18, bp + 3 * b_step);
-    ap += 24;
-    bp += 4 * b_step;
-  }
-  for (; p < k; ++p) {
+  // One k step per iteration: unrolling lets the compiler hoist broadcasts of later steps,
+  // which needs more than 16 registers and spills accumulators to the stack.
+  for (int64_t p = 0; p < k; ++p) {
     FASTNN_TILE_STEP(ap, bp);
     ap += 6;
     bp += b_step;
