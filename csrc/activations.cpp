@@ -118,15 +118,18 @@ void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, 
 }
 
 template <class T>
+double softmax_row(T* y, const T* x, int64_t cols) {
+  const T m = row_max(x, cols);
+  for (int64_t j = 0; j < cols; ++j) y[j] = std::exp(x[j] - m);
+  const T s = lane_sum<T>(y, nullptr, cols);
+  const T inv = T(1) / s;
+  for (int64_t j = 0; j < cols; ++j) y[j] *= inv;
+  return double(m) + std::log(double(s));
+}
+
+template <class T>
 void softmax_forward(T* y, const T* x, int64_t rows, int64_t cols) {
-  for_rows(rows, cols, 24, [=](int64_t r) {
-    const T* xr = x + r * cols;
-    T* yr = y + r * cols;
-    const T m = row_max(xr, cols);
-    for (int64_t j = 0; j < cols; ++j) yr[j] = std::exp(xr[j] - m);
-    const T inv = T(1) / lane_sum<T>(yr, nullptr, cols);
-    for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
-  });
+  for_rows(rows, cols, 24, [=](int64_t r) { softmax_row(y + r * cols, x + r * cols, cols); });
 }
 
 template <class T>
@@ -239,6 +242,7 @@ void log_softmax_backward_reference(T* dx, const T* dy, const T* y, int64_t rows
 #define FASTNN_INSTANTIATE(T)                                                                   \
   template void activation_forward<T>(T*, const T*, int64_t, Activation);                       \
   template void activation_backward<T>(T*, const T*, const T*, const T*, int64_t, Activation);  \
+  template double softmax_row<T>(T*, const T*, int64_t);                                        \
   template void softmax_forward<T>(T*, const T*, int64_t, int64_t);                             \
   template void log_softmax_forward<T>(T*, const T*, int64_t, int64_t);                         \
   template void softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t);                  \

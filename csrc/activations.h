@@ -27,6 +27,11 @@ void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, 
 template <class T>
 void softmax_forward(T* y, const T* x, int64_t rows, int64_t cols);
 
+// One row: y (cols) = softmax(x (cols)), overwritten; returns logsumexp(x) in double, which the
+// fused cross-entropy needs. cols >= 1; y may be x.
+template <class T>
+double softmax_row(T* y, const T* x, int64_t cols);
+
 // y (rows, cols) = log_softmax of x (rows, cols) along cols, overwritten. y may be x.
 template <class T>
 void log_softmax_forward(T* y, const T* x, int64_t rows, int64_t cols);

@@ -67,7 +67,7 @@ void expect_near(const std::vector<T>& got, const std::vector<T>& want, double r
                     << got[worst_i] << ", want " << want[worst_i] << ")";
 }
 
-class Threads : public ::testing::Test {
+class ActivationKernels : public ::testing::Test {
  protected:
   void SetUp() override { saved_ = get_num_threads(); }
   void TearDown() override { set_num_threads(saved_); }
@@ -108,10 +108,10 @@ void check_all_activations() {
   }
 }
 
-TEST_F(Threads, ActivationsMatchReferenceAwkwardSizesFloat) { check_all_activations<float>(); }
-TEST_F(Threads, ActivationsMatchReferenceAwkwardSizesDouble) { check_all_activations<double>(); }
+TEST_F(ActivationKernels, ActivationsMatchReferenceAwkwardSizesFloat) { check_all_activations<float>(); }
+TEST_F(ActivationKernels, ActivationsMatchReferenceAwkwardSizesDouble) { check_all_activations<double>(); }
 
-TEST_F(Threads, ActivationsLargeArrayIdenticalAcrossThreadCounts) {
+TEST_F(ActivationKernels, ActivationsLargeArrayIdenticalAcrossThreadCounts) {
   for (Act kind : {Act::relu, Act::gelu, Act::softplus}) {
     check_activation<float>(kind, 0.0, 1000003);
     check_activation<double>(kind, 0.0, 1000003);
@@ -193,8 +193,8 @@ void check_softmax_shapes() {
   check_softmax<T>(4099, 37, 5);      // enough rows to split across threads
 }
 
-TEST_F(Threads, SoftmaxMatchesReferenceFloat) { check_softmax_shapes<float>(); }
-TEST_F(Threads, SoftmaxMatchesReferenceDouble) { check_softmax_shapes<double>(); }
+TEST_F(ActivationKernels, SoftmaxMatchesReferenceFloat) { check_softmax_shapes<float>(); }
+TEST_F(ActivationKernels, SoftmaxMatchesReferenceDouble) { check_softmax_shapes<double>(); }
 
 TEST(Softmax, ExtremeLogitsStayFinite) {
   const std::vector<float> x = {1000, -1000, 0, 999};
