@@ -1,16 +1,430 @@
+// The GEMM driver: choice of path, cache blocking, packing and threading. The micro-kernels and
+// their contracts are in gemm_kernels.h (portable ones below, AVX2 ones in gemm_avx2.cpp).
+//
+// Legend: m, n, k as in gemm.h; MR x NR the micro-kernel tile; MC, KC, NC the cache blocks.
+//
+// Three paths, chosen from the shape alone (never from the thread count):
+//   dot      op(A) op(B) = A B^T with m <= kDotMaxRows: each element is a dot product of a row
+//            of A with a row of B, both read as they lie. A Linear layer's forward at small batch:
+//            the weight is streamed once, nothing is packed.
+//   B-direct B not transposed, m <= kDirectMaxRows: A is packed (it is small), the micro-kernel
+//            reads B's rows in place (b_step = ldb); only a last partial NR sliver is packed.
+//   packed   everything else, BLIS's loop nest:
+//              for jc over n, NC at a time               (B panel: L3)
+//                for pc over k, KC at a time             (k is never split among threads)
+//                  pack op(A)[:, pc..] into MR-row micro-panels and op(B)[pc.., jc..] into
+//                  NR-column micro-panels                (parallel over micro-panels)
+//                  for each task = an MC-row block x a run of NR slivers   (parallel over tasks)
+//                    for jr over the task's slivers      (B sliver: L1)
+//                      for ir over the block, MR rows    (A block: L2)
+//                        micro-kernel
+//                      epilogue on the finished MC x NR strip when pc is the last k block
+//
+// Determinism: every element of C is computed by the same sequence of operations whatever tile
+// or task it falls in (see the kernel contracts), and the k blocking depends only on k. So the
+// way tasks are cut, which may depend on the thread count, never changes a bit of the result.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <numeric>
+#include <vector>
+
+#include "cpu.h"
 #include "gemm.h"
+#include "gemm_kernels.h"
+#include "threading.h"
 
 namespace fastnn {
+namespace {
+
+using gemm_detail::DotKernel;
+using gemm_detail::MicroKernel;
+
+// Shape thresholds of the paths, found by measurement on Zen 3 (bench/gemm.py).
+constexpr int64_t kDotMaxRows = 16;
+constexpr int64_t kDirectMaxRows = 16;
+// Below this m*n*k a GEMM runs on one thread: a fork/join costs a few microseconds, more than a
+// second core saves on such a product.
+constexpr int64_t kParallelMinMNK = int64_t(1) << 18;
+
+// ----- portable kernels: plain C++ the compiler vectorises for whatever ISA it targets ---------
+
+template <class T, int MR, int NR>
+void gemm_tile_portable(int64_t k, const T* ap, const T* bp, int64_t b_step, T* c, int64_t ldc,
+                        int64_t mr, int64_t nr, T alpha, T beta) {
+  T acc[MR][NR] = {};
+  for (int64_t p = 0; p < k; ++p) {
+    for (int i = 0; i < MR; ++i) {
+      const T a_i = ap[i];
+      for (int j = 0; j < NR; ++j) acc[i][j] += a_i * bp[j];
+    }
+    ap += MR;
+    bp += b_step;
+  }
+  for (int64_t i = 0; i < mr; ++i) {
+    for (int64_t j = 0; j < nr; ++j) {
+      T& out = c[i * ldc + j];
+      out = beta == T(0) ? alpha * acc[i][j] : alpha * acc[i][j] + beta * out;
+    }
+  }
+}
+
+// Lanes of partial sums per dot product; summed pairwise in a fixed order at the end.
+constexpr int kPortableDotLanes = 4;
+
+template <class T, int MI, int NJ>
+void gemm_dot_tile_portable(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                            int64_t ldc, T alpha, T beta) {
+  constexpr int L = kPortableDotLanes;
+  T acc[MI][NJ][L] = {};
+  int64_t p = 0;
+  for (; p + L <= k; p += L) {
+    for (int i = 0; i < MI; ++i) {
+      for (int j = 0; j < NJ; ++j) {
+        for (int l = 0; l < L; ++l) acc[i][j][l] += a[i * lda + p + l] * b[j * ldb + p + l];
+      }
+    }
+  }
+  for (int i = 0; i < MI; ++i) {
+    for (int j = 0; j < NJ; ++j) {
+      T s = (acc[i][j][0] + acc[i][j][2]) + (acc[i][j][1] + acc[i][j][3]);
+      for (int64_t q = p; q < k; ++q) s += a[i * lda + q] * b[j * ldb + q];
+      T& out = c[i * ldc + j];
+      out = beta == T(0) ? alpha * s : alpha * s + beta * out;
+    }
+  }
+}
+
+template <class T>
+void gemm_dot_2x2_portable(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                           int64_t ldc, int64_t mi, int64_t nj, T alpha, T beta) {
+  if (mi == 2 && nj == 2) {
+    gemm_dot_tile_portable<T, 2, 2>(k, a, lda, b, ldb, c, ldc, alpha, beta);
+  } else if (mi == 2) {
+    gemm_dot_tile_portable<T, 2, 1>(k, a, lda, b, ldb, c, ldc, alpha, beta);
+  } else if (nj == 2) {
+    gemm_dot_tile_portable<T, 1, 2>(k, a, lda, b, ldb, c, ldc, alpha, beta);
+  } else {
+    gemm_dot_tile_portable<T, 1, 1>(k, a, lda, b, ldb, c, ldc, alpha, beta);
+  }
+}
+
+// ----- kernel sets and block sizes ------------------------------------------------------------
+
+template <class T>
+struct KernelSet {
+  MicroKernel<T> tile;
+  int64_t mr, nr;
+  int64_t mc, kc, nc;  // MC, NC multiples of MR, NR
+  DotKernel<T> dot;
+  int64_t dot_mi, dot_nj;
+};
+
+template <class T>
+KernelSet<T> portable_kernels() {
+  // 4 x 8 floats (or 4 x 4 doubles) are 8 128-bit accumulators: fits SSE2's and NEON's files.
+  constexpr int NR = 32 / int(sizeof(T));
+  return {&gemm_tile_portable<T, 4, NR>, 4, NR, 128, 256, 4096, &gemm_dot_2x2_portable<T>, 2, 2};
+}
+
+template <class T>
+KernelSet<T> avx2_kernels();
+
+template <>
+KernelSet<float> avx2_kernels<float>() {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  // KC x NR B sliver = 16 KB (half of L1); MC x KC A block = 144 KB (L2 holds it with room).
+  return {&gemm_detail::gemm_6x16_avx2, 6, 16, 144, 256, 4080,
+          &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ};
+#else
+  return portable_kernels<float>();
+#endif
+}
+
+template <>
+KernelSet<double> avx2_kernels<double>() {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  return {&gemm_detail::gemm_6x8_avx2, 6, 8, 72, 256, 2040,
+          &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ};
+#else
+  return portable_kernels<double>();
+#endif
+}
+
+// ----- helpers --------------------------------------------------------------------------------
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Splits `total` into ceil(total / max_block) near-equal blocks, rounded up to `unit`.
+int64_t balanced_block(int64_t total, int64_t max_block, int64_t unit) {
+  const int64_t blocks = ceil_div(total, max_block);
+  return std::min(round_up(ceil_div(total, blocks), unit), round_up(max_block, unit));
+}
+
+// Runs body(t) for t in [0, count): on every allowed thread when `parallel`, else in order here.
+template <class Body>
+void run_tasks(int64_t count, bool parallel, Body&& body) {
+  auto chunk = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) body(t);
+  };
+  if (parallel) {
+    parallel_for(count, 1, kParallelMinWork, chunk);
+  } else {
+    chunk(0, count);
+  }
+}
+
+// Packing buffers, kept per calling thread and grown on demand, so that repeated calls (a
+// training loop) neither allocate nor fault in fresh pages. 64-byte aligned.
+template <class T>
+struct PackBuffers {
+  std::vector<T> a_store, b_store;
+  static T* get(std::vector<T>& store, size_t count) {
+    constexpr size_t kPad = 64 / sizeof(T);
+    if (store.size() < count + kPad) store.resize(count + kPad);
+    const auto addr = reinterpret_cast<std::uintptr_t>(store.data());
+    return store.data() + ((64 - addr % 64) % 64) / sizeof(T);
+  }
+};
+
+template <class T>
+PackBuffers<T>& pack_buffers() {
+  thread_local PackBuffers<T> buffers;
+  return buffers;
+}
+
+// Packs rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A) as one MR-row micro-panel:
+// dst[p * MR + i], rows >= `rows` zero.
+template <class T>
+void pack_a_panel(T* dst, const T* a, int64_t lda, bool trans_a, int64_t i0, int64_t rows,
+                  int64_t p0, int64_t kc, int64_t mr) {
+  if (!trans_a) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* src = a + (i0 + i) * lda + p0;
+      for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
+    }
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = a + (p0 + p) * lda + i0;
+      for (int64_t i = 0; i < rows; ++i) dst[p * mr + i] = src[i];
+    }
+  }
+  for (int64_t i = rows; i < mr; ++i) {
+    for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = T(0);
+  }
+}
+
+// Packs rows [p0, p0 + kc) x columns [j0, j0 + cols) of op(B) as one NR-column micro-panel:
+// dst[p * NR + j], columns >= `cols` zero.
+template <class T>
+void pack_b_panel(T* dst, const T* b, int64_t ldb, bool trans_b, int64_t p0, int64_t kc,
+                  int64_t j0, int64_t cols, int64_t nr) {
+  if (!trans_b) {
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = b + (p0 + p) * ldb + j0;
+      T* out = dst + p * nr;
+      for (int64_t j = 0; j < cols; ++j) out[j] = src[j];
+      for (int64_t j = cols; j < nr; ++j) out[j] = T(0);
+    }
+  } else {
+    for (int64_t j = 0; j < cols; ++j) {
+      const T* src = b + (j0 + j) * ldb + p0;
+      for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
+    }
+    for (int64_t j = cols; j < nr; ++j) {
+      for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = T(0);
+    }
+  }
+}
+
+// ----- the paths --------------------------------------------------------------------------------
+
+template <class T>
+struct Problem {
+  bool trans_a, trans_b;
+  int64_t m, n, k;
+  T alpha;
+  const T* a;
+  int64_t lda;
+  const T* b;
+  int64_t ldb;
+  T beta;
+  T* c;
+  int64_t ldc;
+  const GemmEpilogue<T>* epilogue;  // null: none
+};
+
+template <class T>
+void finish_block(const Problem<T>& pr, int64_t row0, int64_t col0, int64_t rows, int64_t cols) {
+  if (pr.epilogue && pr.epilogue->apply && rows > 0 && cols > 0) {
+    pr.epilogue->apply(pr.epilogue->ctx, pr.c + row0 * pr.ldc + col0, pr.ldc, row0, col0, rows,
+                       cols);
+  }
+}
+
+// C = beta * C (C not read when beta == 0): the whole product when k == 0 or alpha == 0.
+template <class T>
+void scale_only(const Problem<T>& pr) {
+  for (int64_t i = 0; i < pr.m; ++i) {
+    T* row = pr.c + i * pr.ldc;
+    for (int64_t j = 0; j < pr.n; ++j) row[j] = pr.beta == T(0) ? T(0) : pr.beta * row[j];
+  }
+  finish_block(pr, 0, 0, pr.m, pr.n);
+}
+
+template <class T>
+void gemm_dot_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
+  constexpr int64_t kChunkCols = 48;
+  int64_t chunks = ceil_div(pr.n, kChunkCols);
+  if (parallel) chunks = round_up(chunks, get_num_threads());
+  const int64_t cols = round_up(ceil_div(pr.n, chunks), ks.dot_nj);
+  chunks = ceil_div(pr.n, cols);
+  run_tasks(chunks, parallel, [&](int64_t t) {
+    const int64_t j0 = t * cols, j1 = std::min(pr.n, j0 + cols);
+    for (int64_t j = j0; j < j1; j += ks.dot_nj) {
+      const int64_t nj = std::min(ks.dot_nj, j1 - j);
+      for (int64_t i = 0; i < pr.m; i += ks.dot_mi) {
+        ks.dot(pr.k, pr.a + i * pr.lda, pr.lda, pr.b + j * pr.ldb, pr.ldb, pr.c + i * pr.ldc + j,
+               pr.ldc, std::min(ks.dot_mi, pr.m - i), nj, pr.alpha, pr.beta);
+      }
+    }
+    finish_block(pr, 0, j0, pr.m, j1 - j0);
+  });
+}
+
+// The packed path; with b_direct, full NR slivers of B are read in place (B not transposed).
+template <class T>
+void gemm_packed_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel,
+                      bool b_direct) {
+  const int64_t MR = ks.mr, NR = ks.nr;
+  const int64_t mc = balanced_block(pr.m, ks.mc, MR);
+  const int64_t kc = balanced_block(pr.k, ks.kc, 1);
+  const int64_t nc = balanced_block(pr.n, ks.nc, NR);
+  const int64_t m_blocks = ceil_div(pr.m, mc);
+  const int64_t a_panels = ceil_div(pr.m, MR);
+
+  PackBuffers<T>& buffers = pack_buffers<T>();
+  T* a_pack = PackBuffers<T>::get(buffers.a_store, size_t(a_panels * MR * kc));
+  T* b_pack = PackBuffers<T>::get(buffers.b_store, size_t(round_up(nc, NR) * kc));
+
+  for (int64_t jc = 0; jc < pr.n; jc += nc) {
+    const int64_t ncur = std::min(nc, pr.n - jc);
+    const int64_t b_panels = ceil_div(ncur, NR);
+    // With b_direct only a last partial sliver needs packing (loads must not run past B).
+    const int64_t b_first_packed = b_direct ? (ncur % NR ? b_panels - 1 : b_panels) : 0;
+
+    // Tasks: MC-row blocks x runs of slivers. Runs exist so that two threads have work when m is
+    // one or a few blocks; the count makes the task total a multiple of the thread count.
+    int64_t col_runs = 1;
+    if (parallel) {
+      const int64_t threads = get_num_threads();
+      col_runs = std::min(b_panels, threads / std::gcd(threads, m_blocks));
+    }
+
+    for (int64_t pc = 0; pc < pr.k; pc += kc) {
+      const int64_t kcur = std::min(kc, pr.k - pc);
+      const bool last_k = pc + kcur == pr.k;
+      const T beta = pc == 0 ? pr.beta : T(1);
+
+      const int64_t b_to_pack = b_panels - b_first_packed;
+      run_tasks(a_panels + b_to_pack, parallel, [&](int64_t t) {
+        if (t < a_panels) {
+          const int64_t i0 = t * MR;
+          pack_a_panel(a_pack + t * MR * kcur, pr.a, pr.lda, pr.trans_a, i0,
+                       std::min(MR, pr.m - i0), pc, kcur, MR);
+        } else {
+          const int64_t s = b_first_packed + (t - a_panels);
+          const int64_t j0 = s * NR;
+          pack_b_panel(b_pack + s * NR * kcur, pr.b, pr.ldb, pr.trans_b, pc, kcur, jc + j0,
+                       std::min(NR, ncur - j0), NR);
+        }
+      });
+
+      run_tasks(m_blocks * col_runs, parallel, [&](int64_t t) {
+        // Tasks of one run of columns are adjacent, so a thread keeps its B slivers in cache.
+        const int64_t run = t / m_blocks, block = t % m_blocks;
+        const int64_t s0 = run * b_panels / col_runs, s1 = (run + 1) * b_panels / col_runs;
+        const int64_t i0 = block * mc, rows = std::min(mc, pr.m - i0);
+        for (int64_t s = s0; s < s1; ++s) {
+          const int64_t j0 = s * NR, cols = std::min(NR, ncur - j0);
+          const T* bp;
+          int64_t b_step;
+          if (s < b_first_packed) {
+            bp = pr.b + pc * pr.ldb + jc + j0;
+            b_step = pr.ldb;
+          } else {
+            bp = b_pack + s * NR * kcur;
+            b_step = NR;
+          }
+          for (int64_t i = 0; i < rows; i += MR) {
+            ks.tile(kcur, a_pack + (i0 + i) * kcur, bp, b_step,
+                    pr.c + (i0 + i) * pr.ldc + jc + j0, pr.ldc, std::min(MR, rows - i), cols,
+                    pr.alpha, beta);
+          }
+          if (last_k) finish_block(pr, i0, jc + j0, rows, cols);
+        }
+      });
+    }
+  }
+}
+
+template <class T>
+void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
+  if (pr.m <= 0 || pr.n <= 0) return;
+  if (pr.k <= 0 || pr.alpha == T(0)) {
+    scale_only(pr);
+    return;
+  }
+  const bool parallel = get_num_threads() > 1 && pr.m * pr.n * pr.k >= kParallelMinMNK;
+  if (!pr.trans_a && pr.trans_b && pr.m <= kDotMaxRows) {
+    gemm_dot_path(ks, pr, parallel);
+  } else {
+    gemm_packed_path(ks, pr, parallel, !pr.trans_b && pr.m <= kDirectMaxRows);
+  }
+}
+
+template <class T>
+const KernelSet<T>& best_kernels() {
+  static const KernelSet<T> kernels = cpu_has_avx2_fma() ? avx2_kernels<T>()
+                                                         : portable_kernels<T>();
+  return kernels;
+}
+
+}  // namespace
 
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  gemm_reference(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_run(best_kernels<T>(),
+           Problem<T>{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nullptr});
 }
 
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
-                          const float*, int64_t, float, float*, int64_t);
-template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
-                           const double*, int64_t, double, double*, int64_t);
+template <class T>
+void gemm_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc,
+                const GemmEpilogue<T>& epilogue) {
+  gemm_run(best_kernels<T>(),
+           Problem<T>{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue});
+}
+
+template <class T>
+void gemm_portable(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                   const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  static const KernelSet<T> kernels = portable_kernels<T>();
+  gemm_run(kernels,
+           Problem<T>{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nullptr});
+}
+
+#define FASTNN_INSTANTIATE_GEMM(T)                                                           \
+  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, \
+                        int64_t, T, T*, int64_t);                                            \
+  template void gemm_fused<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,   \
+                              const T*, int64_t, T, T*, int64_t, const GemmEpilogue<T>&);    \
+  template void gemm_portable<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, \
+                                 const T*, int64_t, T, T*, int64_t);
+FASTNN_INSTANTIATE_GEMM(float)
+FASTNN_INSTANTIATE_GEMM(double)
+#undef FASTNN_INSTANTIATE_GEMM
 
 }  // namespace fastnn

@@ -23,4 +23,32 @@ template <class T>
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
                     const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
+// ---------------------------------------------------------------------------------------------
+// Below: the fused entry point used by the dense kernels, and a switch for tests.
+
+// Work applied to each finished block of C while it is still in cache (the dense kernels add the
+// bias and apply the activation here). apply(ctx, c_block, ldc, row0, col0, rows, cols) is called
+// exactly once for every element of C, on disjoint blocks that together cover C, after the block
+// holds its final value alpha * op(A) op(B) + beta * C; c_block points at C[row0][col0]. Blocks
+// may be processed concurrently on different threads, so apply must only touch its own block
+// (and per-row/column data indexed by row0/col0). How C is cut into blocks is unspecified.
+template <class T>
+struct GemmEpilogue {
+  void (*apply)(const void* ctx, T* c_block, int64_t ldc, int64_t row0, int64_t col0,
+                int64_t rows, int64_t cols) = nullptr;
+  const void* ctx = nullptr;
+};
+
+// gemm() followed by epilogue on every block of C (see GemmEpilogue), in one pass over C.
+template <class T>
+void gemm_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc,
+                const GemmEpilogue<T>& epilogue);
+
+// gemm() on the portable micro-kernels whatever the CPU, so that tests can compare both kernel
+// sets in one process (FASTNN_DISABLE_AVX2=1 does the same for a whole process).
+template <class T>
+void gemm_portable(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                   const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
 }  // namespace fastnn

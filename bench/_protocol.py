@@ -1,0 +1,212 @@
+"""The benchmark protocol shared by fastnn's benchmarks (see DESIGN.md, "Benchmark protocol").
+
+Each implementation runs in a fresh subprocess, so that one library's idle worker threads cannot
+steal cores from the next one timed. Implementations A and B are alternated (A B A B ...) for at
+least five pairs, and the result is the median of the pairwise ratios A/B, which holds up far
+better than absolute figures on a shared machine.
+
+An implementation is a function named in a Python file: it builds its data (seeded, identical
+for every implementation), checks its result, warms up, times itself and returns one float, a
+rate where higher is better (GFLOP/s, samples/s). `measure()` below is the timing helper such
+functions use.
+
+    from _protocol import Impl, compare, machine_report, numpy_env
+    a = Impl("fastnn", __file__, "run_fastnn", {"threads": 2}, env=fastnn_env(2))
+    b = Impl("numpy", __file__, "run_numpy", {"threads": 2}, env=numpy_env(2))
+    result = compare(a, b, pairs=5)
+    print(result.ratio, result.a_median, result.b_median)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable, Dict, List, Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Set on these machines for old OpenBLAS builds; they slow a current one, so a numpy peer runs
+# without them (only in the benchmark's own child process).
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+@dataclass
+class Impl:
+    """One implementation: `func(**kwargs)` from the Python file `path`, run in a child process
+    whose environment is this process's, minus `unset`, plus `env`."""
+
+    name: str
+    path: str
+    func: str
+    kwargs: Dict[str, object] = field(default_factory=dict)
+    env: Dict[str, str] = field(default_factory=dict)
+    unset: tuple = ()
+
+
+@dataclass
+class Comparison:
+    a: Impl
+    b: Impl
+    a_values: List[float]
+    b_values: List[float]
+
+    @property
+    def ratios(self) -> List[float]:
+        return [x / y for x, y in zip(self.a_values, self.b_values)]
+
+    @property
+    def ratio(self) -> float:
+        """Median of the pairwise ratios a / b."""
+        return statistics.median(self.ratios)
+
+    @property
+    def a_median(self) -> float:
+        return statistics.median(self.a_values)
+
+    @property
+    def b_median(self) -> float:
+        return statistics.median(self.b_values)
+
+
+def thread_env(threads: int) -> Dict[str, str]:
+    """Thread settings for any child: OpenMP and OpenBLAS pools sized to `threads`."""
+    return {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads)}
+
+
+def numpy_env(threads: int) -> Dict[str, object]:
+    """Keyword arguments (env, unset) of an Impl for a numpy/OpenBLAS peer."""
+    return {"env": thread_env(threads), "unset": OPENBLAS_OVERRIDES}
+
+
+def fastnn_env(threads: int) -> Dict[str, object]:
+    """Keyword arguments (env, unset) of an Impl for fastnn. OpenBLAS gets one thread there, so
+    the numpy calls a benchmark makes to build or check data leave no spinning threads behind."""
+    env = thread_env(threads)
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    return {"env": env, "unset": ()}
+
+
+def run_impl(impl: Impl, timeout: float = 600.0) -> float:
+    """Runs one implementation in a fresh child process and returns its float result."""
+    env = {k: v for k, v in os.environ.items() if k not in impl.unset}
+    env.update(impl.env)
+    python_dir = os.path.join(REPO_ROOT, "python")
+    if os.path.isdir(python_dir):
+        # An in-tree development build wins over an installed fastnn only when it exists.
+        if any(f.startswith("_core") for f in os.listdir(os.path.join(python_dir, "fastnn"))):
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (python_dir, env.get("PYTHONPATH", "")) if p)
+    spec = json.dumps({"path": os.path.abspath(impl.path), "func": impl.func,
+                       "kwargs": impl.kwargs})
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", spec],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark {impl.name} failed (exit {proc.returncode}):\n"
+                           f"{proc.stdout}\n{proc.stderr}")
+    last = proc.stdout.strip().splitlines()[-1]
+    return float(json.loads(last)["result"])
+
+
+def compare(a: Impl, b: Impl, pairs: int = 5, warmup_pair: bool = True,
+            log: Optional[Callable[[str], None]] = None) -> Comparison:
+    """Alternates a and b for `pairs` pairs (after one discarded warm-up pair, which settles
+    the page cache, CPU frequency and imports) and returns all measurements."""
+    if pairs < 1:
+        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    if warmup_pair:
+        run_impl(a)
+        run_impl(b)
+    a_values, b_values = [], []
+    for i in range(pairs):
+        a_values.append(run_impl(a))
+        b_values.append(run_impl(b))
+        if log:
+            log(f"  pair {i + 1}/{pairs}: {a.name} {a_values[-1]:.4g}, "
+                f"{b.name} {b_values[-1]:.4g}, ratio {a_values[-1] / b_values[-1]:.3f}")
+    return Comparison(a, b, a_values, b_values)
+
+
+def measure(fn: Callable[[], object], min_time: float = 0.3, samples: int = 7,
+            warmup: int = 3) -> float:
+    """Median seconds per call of fn(). Calls are batched so that each timed sample lasts at
+    least min_time / samples (small kernels are not drowned by the timer's resolution)."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    batch = max(1, int(min_time / samples / one))
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        times.append((time.perf_counter() - t0) / batch)
+    return statistics.median(times)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_report(threads: List[int]) -> str:
+    """CPU, cores, thread counts measured and library versions, as Markdown lines. Versions are
+    read from package metadata; fastnn's build details come from a child process, so this process
+    imports nothing heavy."""
+    probe = ("import fastnn, fastnn._core as c; print(fastnn.__version__, c.kernel_isa(), "
+             "c.openmp_enabled(), fastnn.__file__)")
+    env = dict(os.environ)
+    python_dir = os.path.join(REPO_ROOT, "python")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (python_dir, env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    fastnn_info = proc.stdout.strip() if proc.returncode == 0 else "not importable"
+    lines = [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores",
+        f"- threads measured: {', '.join(str(t) for t in threads)}",
+        f"- Python {platform.python_version()}, numpy {_version('numpy')}, "
+        f"torch {_version('torch')}",
+        f"- fastnn (version, kernels, OpenMP, path): {fastnn_info}",
+        "- protocol: each implementation in its own process, alternated, median of pairwise "
+        "ratios; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset for the numpy peer",
+    ]
+    return "\n".join(lines)
+
+
+def _worker(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    module_spec = importlib.util.spec_from_file_location("_bench_target", spec["path"])
+    module = importlib.util.module_from_spec(module_spec)
+    sys.path.insert(0, os.path.dirname(spec["path"]))
+    module_spec.loader.exec_module(module)
+    result = float(getattr(module, spec["func"])(**spec["kwargs"]))
+    print(json.dumps({"result": result}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="benchmark worker (used by compare())")
+    parser.add_argument("--worker", required=True, help="JSON: path, func, kwargs")
+    _worker(parser.parse_args().worker)

@@ -1,0 +1,211 @@
+// AVX2+FMA GEMM kernels: the 6x16 float and 6x8 double micro-kernels and the 4x3 dot kernels.
+// Contracts: see gemm_kernels.h. This file is compiled with -mavx2 -mfma; the driver calls it
+// only when cpu_has_avx2_fma() says the CPU can run it.
+#include <immintrin.h>
+
+#include "gemm_kernels.h"
+
+namespace fastnn::gemm_detail {
+namespace {
+
+// Thin wrappers over the float and double intrinsics, so each kernel is written once.
+struct F32 {
+  using T = float;
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static float lane_sum(V v) {  // ((0+4)+(2+6)) + ((1+5)+(3+7)), always in this order
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+struct F64 {
+  using T = double;
+  using V = __m256d;
+  static constexpr int kLanes = 4;
+  static V zero() { return _mm256_setzero_pd(); }
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static V set1(double x) { return _mm256_set1_pd(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static double lane_sum(V v) {  // (0+2) + (1+3)
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+  }
+};
+
+// One k step of the 6 x (2 vectors) tile: two loads of B, six broadcasts of A, twelve FMAs.
+#define FASTNN_TILE_STEP(A, B)                                          \
+  do {                                                                  \
+    const V b0 = O::load(B), b1 = O::load((B) + L);                     \
+    V av = O::broadcast((A) + 0);                                       \
+    c00 = O::fma(av, b0, c00); c01 = O::fma(av, b1, c01);               \
+    av = O::broadcast((A) + 1);                                         \
+    c10 = O::fma(av, b0, c10); c11 = O::fma(av, b1, c11);               \
+    av = O::broadcast((A) + 2);                                         \
+    c20 = O::fma(av, b0, c20); c21 = O::fma(av, b1, c21);               \
+    av = O::broadcast((A) + 3);                                         \
+    c30 = O::fma(av, b0, c30); c31 = O::fma(av, b1, c31);               \
+    av = O::broadcast((A) + 4);                                         \
+    c40 = O::fma(av, b0, c40); c41 = O::fma(av, b1, c41);               \
+    av = O::broadcast((A) + 5);                                         \
+    c50 = O::fma(av, b0, c50); c51 = O::fma(av, b1, c51);               \
+  } while (0)
+
+// The 6 x 2L micro-kernel (L = lanes per vector): 12 accumulators, 2 B vectors and 1 broadcast
+// in flight use 15 of the 16 ymm registers.
+template <class O>
+inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* bp, int64_t b_step,
+                      typename O::T* c, int64_t ldc, int64_t mr, int64_t nr, typename O::T alpha,
+                      typename O::T beta) {
+  using T = typename O::T;
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  constexpr int NR = 2 * L;
+  V c00 = O::zero(), c01 = O::zero(), c10 = O::zero(), c11 = O::zero();
+  V c20 = O::zero(), c21 = O::zero(), c30 = O::zero(), c31 = O::zero();
+  V c40 = O::zero(), c41 = O::zero(), c50 = O::zero(), c51 = O::zero();
+
+  // One k step per iteration: unrolling lets the compiler hoist broadcasts of later steps,
+  // which needs more than 16 registers and spills accumulators to the stack.
+  for (int64_t p = 0; p < k; ++p) {
+    FASTNN_TILE_STEP(ap, bp);
+    ap += 6;
+    bp += b_step;
+  }
+
+  const V va = O::set1(alpha);
+  const V acc[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (mr == 6 && nr == NR) {
+    if (beta == T(0)) {
+      for (int i = 0; i < 6; ++i) {
+        O::store(c + i * ldc, O::mul(va, acc[i][0]));
+        O::store(c + i * ldc + L, O::mul(va, acc[i][1]));
+      }
+    } else {
+      const V vb = O::set1(beta);
+      for (int i = 0; i < 6; ++i) {
+        T* row = c + i * ldc;
+        O::store(row, O::fma(vb, O::load(row), O::mul(va, acc[i][0])));
+        O::store(row + L, O::fma(vb, O::load(row + L), O::mul(va, acc[i][1])));
+      }
+    }
+    return;
+  }
+  // Partial tile: the same vector arithmetic through a buffer, then only mr x nr is copied.
+  T buf[6][NR];
+  for (int i = 0; i < 6; ++i) {
+    for (int j = 0; j < NR; ++j) buf[i][j] = T(0);
+  }
+  if (beta != T(0)) {
+    for (int64_t i = 0; i < mr; ++i) {
+      for (int64_t j = 0; j < nr; ++j) buf[i][j] = c[i * ldc + j];
+    }
+  }
+  const V vb = O::set1(beta);
+  for (int i = 0; i < 6; ++i) {
+    V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
+    if (beta != T(0)) {
+      r0 = O::fma(vb, O::load(buf[i]), r0);
+      r1 = O::fma(vb, O::load(buf[i] + L), r1);
+    }
+    O::store(buf[i], r0);
+    O::store(buf[i] + L, r1);
+  }
+  for (int64_t i = 0; i < mr; ++i) {
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = buf[i][j];
+  }
+}
+
+#undef FASTNN_TILE_STEP
+
+// An MI x NJ block of dot products between rows of A and rows of B, both read in place.
+template <class O, int MI, int NJ>
+void dot_tile(int64_t k, const typename O::T* a, int64_t lda, const typename O::T* b,
+              int64_t ldb, typename O::T* c, int64_t ldc, typename O::T alpha,
+              typename O::T beta) {
+  using T = typename O::T;
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  V acc[MI][NJ];
+  for (int i = 0; i < MI; ++i) {
+    for (int j = 0; j < NJ; ++j) acc[i][j] = O::zero();
+  }
+  int64_t p = 0;
+  for (; p + L <= k; p += L) {
+    V bv[NJ];
+    for (int j = 0; j < NJ; ++j) bv[j] = O::load(b + j * ldb + p);
+    for (int i = 0; i < MI; ++i) {
+      const V av = O::load(a + i * lda + p);
+      for (int j = 0; j < NJ; ++j) acc[i][j] = O::fma(av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MI; ++i) {
+    for (int j = 0; j < NJ; ++j) {
+      T s = O::lane_sum(acc[i][j]);
+      for (int64_t q = p; q < k; ++q) s += a[i * lda + q] * b[j * ldb + q];
+      T& out = c[i * ldc + j];
+      out = beta == T(0) ? alpha * s : alpha * s + beta * out;
+    }
+  }
+}
+
+template <class O, int MI>
+void dot_rows(int64_t k, const typename O::T* a, int64_t lda, const typename O::T* b,
+              int64_t ldb, typename O::T* c, int64_t ldc, int64_t nj, typename O::T alpha,
+              typename O::T beta) {
+  switch (nj) {
+    case 3: dot_tile<O, MI, 3>(k, a, lda, b, ldb, c, ldc, alpha, beta); break;
+    case 2: dot_tile<O, MI, 2>(k, a, lda, b, ldb, c, ldc, alpha, beta); break;
+    default: dot_tile<O, MI, 1>(k, a, lda, b, ldb, c, ldc, alpha, beta); break;
+  }
+}
+
+template <class O>
+void dot_4x3(int64_t k, const typename O::T* a, int64_t lda, const typename O::T* b, int64_t ldb,
+             typename O::T* c, int64_t ldc, int64_t mi, int64_t nj, typename O::T alpha,
+             typename O::T beta) {
+  switch (mi) {
+    case 4: dot_rows<O, 4>(k, a, lda, b, ldb, c, ldc, nj, alpha, beta); break;
+    case 3: dot_rows<O, 3>(k, a, lda, b, ldb, c, ldc, nj, alpha, beta); break;
+    case 2: dot_rows<O, 2>(k, a, lda, b, ldb, c, ldc, nj, alpha, beta); break;
+    default: dot_rows<O, 1>(k, a, lda, b, ldb, c, ldc, nj, alpha, beta); break;
+  }
+}
+
+}  // namespace
+
+void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
+                    int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
+  tile_6x2v<F32>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+}
+
+void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
+                   int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
+  tile_6x2v<F64>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+}
+
+void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                       float* c, int64_t ldc, int64_t mi, int64_t nj, float alpha, float beta) {
+  dot_4x3<F32>(k, a, lda, b, ldb, c, ldc, mi, nj, alpha, beta);
+}
+
+void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
+                       double* c, int64_t ldc, int64_t mi, int64_t nj, double alpha,
+                       double beta) {
+  dot_4x3<F64>(k, a, lda, b, ldb, c, ldc, mi, nj, alpha, beta);
+}
+
+}  // namespace fastnn::gemm_detail

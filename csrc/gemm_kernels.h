@@ -1,0 +1,64 @@
+// The GEMM's inner kernels, shared by the driver (gemm.cpp) and the ISA-specific translation
+// units (gemm_avx2.cpp). Nothing here is part of fastnn's public C++ API.
+//
+// Legend: k is the shared (reduced) dimension; MR x NR is the register tile of a micro-kernel;
+// mr <= MR and nr <= NR are the rows and columns of that tile actually stored to C.
+//
+// ---------------------------------------------------------------------------------------------
+// Micro-kernel contract (every MicroKernel, portable or AVX2):
+//
+//   C[i*ldc + j] = alpha * sum_{p<k} Ap[p*MR + i] * Bp[p*b_step + j]  (+ beta * C[i*ldc + j])
+//   for i < mr, j < nr; nothing outside that mr x nr corner is read or written.
+//
+//   Ap  packed A micro-panel: for each of the k steps, MR consecutive values (one per row of the
+//       tile). Rows mr..MR-1 of a short panel are zero padding written by the packer.
+//   Bp  B micro-panel: for each k step, NR consecutive values (one per column), consecutive k
+//       steps b_step apart. b_step == NR for a packed panel; b_step == ldb when the kernel reads
+//       a row-major B in place (then all NR columns must exist: a panel with fewer than NR
+//       columns is always packed and zero padded, so loads never run past B).
+//   k   any value >= 1 (the driver handles k == 0 before calling). The kernel accumulates in k
+//       order in registers; the k loop is unrolled with a remainder loop, so any k is exact.
+//   Edges: the whole MR x NR product is always computed (padding contributes zeros); only the
+//       store is masked, through a small tile buffer, to mr x nr. Every element of C therefore
+//       sees the same sequence of operations whether its tile is full or partial, which is what
+//       lets the driver split C among threads any way it likes without changing a single bit.
+//   beta == 0: C is not read at all (NaN or garbage in C cannot leak into the result).
+//
+// Dot-kernel contract (every DotKernel), used for op(A) * B^T with few rows of A, where B is
+// read in place as it lies (n x k, row stride ldb; a Linear layer's weight):
+//
+//   C[i*ldc + j] = alpha * dot(A[i*lda .. +k], B[j*ldb .. +k])  (+ beta * C[i*ldc + j])
+//   for i < mi <= DOT_MI, j < nj <= DOT_NJ.
+//
+//   Each dot product accumulates in vector lanes over whole vectors of k, then sums the lanes
+//   in a fixed order, then adds the k remainder in order. The result of an element depends only
+//   on its two rows, never on the tile it was computed in. beta == 0: C is not read.
+// ---------------------------------------------------------------------------------------------
+#pragma once
+
+#include <cstdint>
+
+namespace fastnn::gemm_detail {
+
+template <class T>
+using MicroKernel = void (*)(int64_t k, const T* ap, const T* bp, int64_t b_step, T* c,
+                             int64_t ldc, int64_t mr, int64_t nr, T alpha, T beta);
+
+template <class T>
+using DotKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                           int64_t ldc, int64_t mi, int64_t nj, T alpha, T beta);
+
+// AVX2+FMA kernels (gemm_avx2.cpp); call only when cpu_has_avx2_fma().
+constexpr int64_t kAvx2DotMI = 4;
+constexpr int64_t kAvx2DotNJ = 3;
+void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
+                    int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
+void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
+                   int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta);
+void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                       float* c, int64_t ldc, int64_t mi, int64_t nj, float alpha, float beta);
+void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
+                       double* c, int64_t ldc, int64_t mi, int64_t nj, double alpha,
+                       double beta);
+
+}  // namespace fastnn::gemm_detail

@@ -1,0 +1,241 @@
+// The fast GEMM (both kernel sets, every path) against the reference triple loop.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu.h"
+#include "gemm.h"
+#include "threading.h"
+
+namespace fastnn {
+namespace {
+
+struct Case {
+  const char* name;
+  int64_t m, n, k;
+  bool trans_a, trans_b;
+  int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // extra elements per row: lda > its minimum
+  double alpha = 1.0, beta = 0.0;
+};
+
+enum class Impl { best, portable };
+
+template <class T>
+using GemmFn = void (*)(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*,
+                        int64_t, T, T*, int64_t);
+
+template <class T>
+GemmFn<T> impl_fn(Impl impl) {
+  return impl == Impl::best ? &gemm<T> : &gemm_portable<T>;
+}
+
+template <class T>
+std::vector<T> random_values(size_t count, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> dist(-1.0, 1.0);
+  std::vector<T> v(count);
+  for (auto& x : v) x = T(dist(gen));
+  return v;
+}
+
+template <class T>
+struct Operands {
+  int64_t lda, ldb, ldc;
+  std::vector<T> a, b, c0;
+};
+
+template <class T>
+Operands<T> make_operands(const Case& cs, uint32_t seed) {
+  Operands<T> op;
+  const int64_t a_rows = cs.trans_a ? cs.k : cs.m, a_cols = cs.trans_a ? cs.m : cs.k;
+  const int64_t b_rows = cs.trans_b ? cs.n : cs.k, b_cols = cs.trans_b ? cs.k : cs.n;
+  op.lda = a_cols + cs.pad_a;
+  op.ldb = b_cols + cs.pad_b;
+  op.ldc = cs.n + cs.pad_c;
+  op.a = random_values<T>(size_t(std::max<int64_t>(a_rows * op.lda, 1)), seed);
+  op.b = random_values<T>(size_t(std::max<int64_t>(b_rows * op.ldb, 1)), seed + 1);
+  op.c0 = random_values<T>(size_t(std::max<int64_t>(cs.m * op.ldc, 1)), seed + 2);
+  if (cs.beta == 0.0) {
+    // C must not be read when beta == 0: poison it so any read shows up as NaN.
+    for (auto& x : op.c0) x = std::numeric_limits<T>::quiet_NaN();
+  }
+  return op;
+}
+
+template <class T>
+std::vector<T> run(GemmFn<T> fn, const Case& cs, const Operands<T>& op) {
+  std::vector<T> c = op.c0;
+  fn(cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, T(cs.alpha), op.a.data(), op.lda, op.b.data(),
+     op.ldb, T(cs.beta), c.data(), op.ldc);
+  return c;
+}
+
+template <class T>
+void check_case(const Case& cs, Impl impl) {
+  SCOPED_TRACE(std::string(cs.name) + (impl == Impl::best ? " [best]" : " [portable]") +
+               (sizeof(T) == 4 ? " float" : " double"));
+  const Operands<T> op = make_operands<T>(cs, 1234);
+  std::vector<T> expected = op.c0;
+  gemm_reference<T>(cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, T(cs.alpha), op.a.data(), op.lda,
+                    op.b.data(), op.ldb, T(cs.beta), expected.data(), op.ldc);
+
+  set_num_threads(1);
+  const std::vector<T> one = run(impl_fn<T>(impl), cs, op);
+  set_num_threads(2);
+  const std::vector<T> two = run(impl_fn<T>(impl), cs, op);
+
+  // Products of values in [-1, 1] summed over k: rounding error grows at most like k * eps.
+  const double tol = 4.0 * std::numeric_limits<T>::epsilon() * double(cs.k + 2) *
+                     (std::abs(cs.alpha) + std::abs(cs.beta) + 1.0);
+  double worst = 0.0;
+  int64_t worst_at = -1;
+  for (int64_t i = 0; i < cs.m; ++i) {
+    for (int64_t j = 0; j < op.ldc; ++j) {
+      const int64_t at = i * op.ldc + j;
+      if (j >= cs.n) {  // padding of C must be left alone
+        ASSERT_TRUE(std::memcmp(&one[at], &op.c0[at], sizeof(T)) == 0) << "padding written at "
+                                                                          << at;
+        continue;
+      }
+      const double diff = std::abs(double(one[at]) - double(expected[at]));
+      if (!(diff <= worst)) {  // also catches NaN
+        worst = std::isnan(diff) ? std::numeric_limits<double>::infinity() : diff;
+        worst_at = at;
+      }
+    }
+  }
+  EXPECT_LE(worst, tol) << "largest difference " << worst << " at element " << worst_at;
+  ASSERT_EQ(one.size(), two.size());
+  EXPECT_TRUE(std::memcmp(one.data(), two.data(), one.size() * sizeof(T)) == 0)
+      << "1 and 2 threads differ";
+}
+
+const Case kCases[] = {
+    {"m_eq_1", 1, 37, 29, false, false},
+    {"m_eq_1_trans_b", 1, 512, 784, false, true},
+    {"m_eq_1_trans_a", 1, 40, 33, true, false},
+    {"n_eq_1", 45, 1, 33, false, false},
+    {"k_eq_1", 13, 21, 1, false, false},
+    {"n_below_tile", 7, 5, 19, false, false},
+    {"n_above_tile", 7, 17, 19, false, false},
+    {"n_two_tiles_and_a_bit", 13, 35, 8, false, true},
+    {"m_below_tile", 5, 40, 19, false, false},
+    {"m_above_tile", 7, 40, 19, false, false},
+    {"k_not_multiple_of_unroll", 12, 32, 23, false, false},
+    {"k_not_multiple_of_lanes_dot", 9, 11, 13, false, true},
+    {"small_m_direct_b", 16, 100, 70, false, false},
+    {"small_m_direct_b_edge", 3, 33, 70, true, false},
+    {"small_m_dot", 16, 77, 70, false, true},
+    {"dot_m_not_multiple_of_tile", 11, 23, 40, false, true},
+    {"trans_a", 33, 29, 31, true, false},
+    {"trans_b", 33, 29, 31, false, true},
+    {"trans_both", 33, 29, 31, true, true},
+    {"strided_a", 20, 30, 25, false, false, 3},
+    {"strided_a_trans", 20, 30, 25, true, true, 5},
+    {"strided_b", 20, 30, 25, false, false, 0, 7},
+    {"strided_b_trans", 4, 30, 25, false, true, 0, 7},
+    {"strided_c", 20, 30, 25, false, false, 0, 0, 9},
+    {"strided_all_small_m", 3, 30, 25, false, false, 2, 3, 4},
+    {"beta_one", 31, 37, 41, false, false, 0, 0, 0, 1.0, 1.0},
+    {"beta_half_alpha_two", 31, 37, 41, true, false, 0, 0, 0, 2.0, 0.5},
+    {"beta_one_dot", 4, 37, 41, false, true, 0, 0, 0, 1.0, 1.0},
+    {"alpha_zero", 5, 6, 7, false, false, 0, 0, 0, 0.0, 0.5},
+    {"k_above_block", 20, 20, 600, false, false, 0, 0, 0, 1.0, 1.0},
+    {"large", 300, 517, 259, false, false},
+    {"large_trans_b", 300, 517, 259, false, true},
+    {"large_trans_a", 259, 300, 517, true, false, 0, 0, 0, 1.0, 1.0},
+    {"n_above_nc_block", 20, 4200, 9, false, true},
+    {"m_above_mc_block", 400, 24, 30, false, false},
+};
+
+class GemmTest : public ::testing::Test {
+ protected:
+  void SetUp() override { saved_ = get_num_threads(); }
+  void TearDown() override { set_num_threads(saved_); }
+  int saved_ = 1;
+};
+
+TEST_F(GemmTest, BestKernelsMatchReferenceFloat) {
+  for (const Case& cs : kCases) check_case<float>(cs, Impl::best);
+}
+
+TEST_F(GemmTest, BestKernelsMatchReferenceDouble) {
+  for (const Case& cs : kCases) check_case<double>(cs, Impl::best);
+}
+
+TEST_F(GemmTest, PortableKernelsMatchReferenceFloat) {
+  for (const Case& cs : kCases) check_case<float>(cs, Impl::portable);
+}
+
+TEST_F(GemmTest, PortableKernelsMatchReferenceDouble) {
+  for (const Case& cs : kCases) check_case<double>(cs, Impl::portable);
+}
+
+TEST_F(GemmTest, ZeroSized) {
+  for (Impl impl : {Impl::best, Impl::portable}) {
+    std::vector<float> a(12, 1.0f), b(12, 1.0f);
+    std::vector<float> c(12, std::numeric_limits<float>::quiet_NaN());
+    // m == 0 and n == 0 touch nothing.
+    impl_fn<float>(impl)(false, false, 0, 3, 4, 1.0f, a.data(), 4, b.data(), 3, 0.0f, c.data(),
+                         3);
+    impl_fn<float>(impl)(false, false, 3, 0, 4, 1.0f, a.data(), 4, b.data(), 1, 0.0f, c.data(),
+                         1);
+    for (float x : c) EXPECT_TRUE(std::isnan(x));
+    // k == 0: C = beta * C, and with beta == 0 C becomes zeros without being read.
+    impl_fn<float>(impl)(false, false, 3, 4, 0, 1.0f, a.data(), 1, b.data(), 4, 0.0f, c.data(),
+                         4);
+    for (float x : c) EXPECT_EQ(x, 0.0f);
+    std::vector<float> d(12, 2.0f);
+    impl_fn<float>(impl)(false, false, 3, 4, 0, 1.0f, a.data(), 1, b.data(), 4, 0.5f, d.data(),
+                         4);
+    for (float x : d) EXPECT_EQ(x, 1.0f);
+  }
+}
+
+TEST_F(GemmTest, KernelIsaIsReported) {
+  const std::string isa = kernel_isa();
+  EXPECT_TRUE(isa == "avx2+fma" || isa == "portable") << isa;
+}
+
+TEST_F(GemmTest, FusedEpilogueCoversEveryElementOnce) {
+  // Counts how often the epilogue visits each element, over every path.
+  struct Visits {
+    std::vector<int>* hits;
+    int64_t n;
+  };
+  const Case shapes[] = {{"dot", 5, 70, 30, false, true},
+                         {"direct", 5, 70, 30, false, false},
+                         {"packed", 100, 70, 30, false, false},
+                         {"k_eq_0", 4, 5, 0, false, false}};
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const Case& cs : shapes) {
+      SCOPED_TRACE(cs.name);
+      const Operands<float> op = make_operands<float>(cs, 7);
+      std::vector<float> c = op.c0;
+      std::vector<int> hits(size_t(cs.m * cs.n), 0);
+      Visits v{&hits, cs.n};
+      GemmEpilogue<float> epi;
+      epi.ctx = &v;
+      epi.apply = [](const void* ctx, float*, int64_t, int64_t r0, int64_t c0, int64_t rows,
+                     int64_t cols) {
+        const auto* vis = static_cast<const Visits*>(ctx);
+        for (int64_t i = r0; i < r0 + rows; ++i) {
+          for (int64_t j = c0; j < c0 + cols; ++j) (*vis->hits)[size_t(i * vis->n + j)] += 1;
+        }
+      };
+      gemm_fused<float>(cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, 1.0f, op.a.data(), op.lda,
+                        op.b.data(), op.ldb, 0.0f, c.data(), op.ldc, epi);
+      for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i], 1) << "element " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fastnn
