@@ -196,8 +196,8 @@ def test_load_state_dict_round_trip_and_errors():
     with pytest.raises(ValueError) as error:
         target.load_state_dict(bad)
     message = str(error.value)
-    assert "head.weight: model (2, 8), file (3, 3)" in message
-    assert "missing: scale" in message and "unexpected: extra" in message
+    assert "shape mismatch for head.weight: model (2, 8), loaded (3, 3)" in message
+    assert "missing (1): scale" in message and "unexpected (1): extra" in message
     # Nothing was changed by the failed load.
     np.testing.assert_array_equal(target.state_dict()["head.bias"], state["head.bias"])
     result = target.load_state_dict({k: v for k, v in state.items() if k != "scale"},

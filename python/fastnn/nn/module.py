@@ -231,21 +231,15 @@ class Module:
         With strict=True, any missing or unexpected name or shape mismatch raises a ValueError
         listing every difference, and nothing is changed. Shape mismatches always raise.
         """
+        from ..serialization import check_state_dict
+
         own = self.state_dict()
         loaded = {name: _as_array(value) for name, value in state_dict.items()}
-        missing = [name for name in own if name not in loaded]
-        unexpected = [name for name in loaded if name not in own]
-        mismatched = [f"{name}: model {own[name].shape}, file {loaded[name].shape}"
-                      for name in own if name in loaded and loaded[name].shape != own[name].shape]
-        problems = []
-        if mismatched:
-            problems.append("shape mismatch: " + "; ".join(mismatched))
-        if strict and missing:
-            problems.append("missing: " + ", ".join(missing))
-        if strict and unexpected:
-            problems.append("unexpected: " + ", ".join(unexpected))
-        if problems:
-            raise ValueError(f"load_state_dict for {type(self).__name__}: " + " | ".join(problems))
+        try:
+            result = check_state_dict(own, loaded, strict=strict)
+        except ValueError as error:
+            raise ValueError(f"load_state_dict for {type(self).__name__}: {error}") from None
+        missing, unexpected = result.missing_keys, result.unexpected_keys
         for name, target in own.items():
             if name in loaded:
                 np.copyto(target, loaded[name], casting="same_kind")
