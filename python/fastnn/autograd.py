@@ -1,0 +1,169 @@
+"""Reverse-mode automatic differentiation, built as the program runs.
+
+Every operation on tensors that require gradients records, on its output, the tensors it read
+(`_parents`) and a function (`_backward`) that maps the gradient of the output to the gradients
+of those parents. `Tensor.backward` walks this graph once in reverse topological order. Gradients
+travel as numpy arrays; only leaves (tensors created by the user, such as parameters) receive a
+`.grad` Tensor, which accumulates across backward calls as in PyTorch.
+
+A backward function may also write a leaf's gradient itself (the fused dense kernels accumulate
+dW straight into the parameter's `.grad` buffer) and return None for that parent; see
+`leaf_grad_buffer`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+def set_grad_enabled(mode: bool) -> None:
+    _state.enabled = bool(mode)
+
+
+class _GradMode:
+    """Base of `no_grad` and `enable_grad`: a context manager that is also a decorator."""
+
+    _mode = True
+
+    def __enter__(self):
+        self._previous = is_grad_enabled()
+        set_grad_enabled(self._mode)
+        return self
+
+    def __exit__(self, *exc):
+        set_grad_enabled(self._previous)
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.__class__():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Context manager (or decorator) under which operations record no graph."""
+
+    _mode = False
+
+
+class enable_grad(_GradMode):
+    """Context manager (or decorator) that turns graph recording back on."""
+
+    _mode = True
+
+
+def leaf_grad_buffer(tensor):
+    """For a leaf that requires grad, the array a kernel should write its gradient into.
+
+    Returns (array, accumulate): when the leaf has no gradient yet, a fresh uninitialised
+    array is attached as its `.grad` and accumulate is False (the kernel overwrites it);
+    otherwise the existing gradient's array and True (the kernel adds into it). Returns
+    (None, False) for tensors that are not leaves requiring grad.
+    """
+    if not tensor.requires_grad or not tensor.is_leaf:
+        return None, False
+    if tensor.grad is None:
+        from .tensor import Tensor
+
+        tensor.grad = Tensor(np.empty_like(tensor._data))
+        return tensor.grad._data, False
+    return tensor.grad._data, True
+
+
+def _topological_order(root):
+    """Tensors reachable from root through recorded operations, parents before children."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def _accumulate_leaf(leaf, grad):
+    from .tensor import Tensor
+
+    if grad.shape != leaf._data.shape:
+        raise RuntimeError(
+            f"autograd: gradient of shape {grad.shape} does not match its tensor's shape "
+            f"{leaf._data.shape}"
+        )
+    if leaf.grad is None:
+        # Copy: a backward function may hand out a view shared with another gradient.
+        leaf.grad = Tensor(np.array(grad, dtype=leaf._data.dtype, copy=True))
+    else:
+        leaf.grad._data += grad
+
+
+def backward(root, gradient=None, retain_graph=False):
+    """Backpropagate from `root`; see `Tensor.backward`."""
+    if not root.requires_grad:
+        raise RuntimeError(
+            "backward: this tensor does not require grad and has no grad_fn "
+            "(did you create it under no_grad, or from tensors without requires_grad=True?)"
+        )
+    if gradient is None:
+        if root._data.size != 1:
+            raise RuntimeError(
+                f"backward: gradient can be implicit only for a single-element tensor, "
+                f"got shape {root._data.shape}; pass gradient="
+            )
+        seed = np.ones_like(root._data)
+    else:
+        seed = np.asarray(getattr(gradient, "_data", gradient), dtype=root._data.dtype)
+        if seed.shape != root._data.shape:
+            raise ValueError(
+                f"backward: gradient has shape {seed.shape} but the tensor has shape "
+                f"{root._data.shape}"
+            )
+
+    grads = {id(root): seed}
+    with no_grad():
+        for node in reversed(_topological_order(root)):
+            grad = grads.pop(id(node), None)
+            if grad is None:
+                continue
+            if node._freed:
+                raise RuntimeError(
+                    "backward: trying to backpropagate through a graph a second time; its "
+                    "intermediate results were freed (use backward(retain_graph=True))"
+                )
+            if node._backward is None:
+                _accumulate_leaf(node, grad)
+                continue
+            if node._retains_grad:
+                _accumulate_leaf(node, grad)
+            parent_grads = node._backward(grad)
+            for parent, parent_grad in zip(node._parents, parent_grads):
+                if parent_grad is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                if key in grads:
+                    grads[key] = grads[key] + parent_grad
+                else:
+                    grads[key] = parent_grad
+            if not retain_graph:
+                node._backward = None
+                node._parents = ()
+                node._freed = True

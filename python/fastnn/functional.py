@@ -1,0 +1,519 @@
+"""Differentiable operations on tensors, running on fastnn's C++ kernels.
+
+Each function computes its result with a kernel (through `fastnn._ops`) and records a backward
+function that calls the matching backward kernel. Shapes follow PyTorch's conventions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _ops
+from .autograd import leaf_grad_buffer
+from .random import default_generator
+from .tensor import Tensor, _as_array
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+# Activations whose derivative can be computed from their output alone; the others need the
+# pre-activation kept for the backward pass. Mirrors act_derivative_from_output in C++.
+_DERIVABLE_FROM_OUTPUT = {"identity", "relu", "sigmoid", "tanh"}
+
+
+def _needs_preactivation(activation: str, alpha: float) -> bool:
+    if activation in _DERIVABLE_FROM_OUTPUT:
+        return False
+    if activation in ("leaky_relu", "elu"):
+        return alpha <= 0
+    return True
+
+
+def _tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _float_data(t: Tensor, op: str, dtype=None) -> np.ndarray:
+    """t's data as a C-contiguous float array (of `dtype` when given), copying only if needed."""
+    data = t._data
+    if data.dtype.kind != "f" and dtype is None:
+        raise TypeError(f"{op}: expected a float tensor, got dtype {data.dtype}")
+    target = dtype or (data.dtype if data.dtype in (np.float32, np.float64) else np.float32)
+    if data.dtype != target or not data.flags.c_contiguous:
+        data = np.ascontiguousarray(data, dtype=target)
+    return data
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _grad_target(param: Tensor):
+    """Where a kernel should put a parameter's gradient: (array, accumulate, returned)."""
+    if param is None or not param.requires_grad:
+        return None, False, False
+    buffer, accumulate = leaf_grad_buffer(param)
+    if buffer is not None:
+        return buffer, accumulate, False
+    # A non-leaf parameter (e.g. a tied or computed weight): hand the gradient back instead.
+    return np.empty_like(param._data), False, True
+
+
+# --- matrix products ---------------------------------------------------------------------------
+def matmul(a, b) -> Tensor:
+    """Matrix product with numpy's broadcasting rules; 2-D float products run on fastnn's GEMM."""
+    a, b = _tensor(a), _tensor(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and "
+                         f"{b.shape}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
+                         f"({k_a} != {k_b})")
+    same_float = a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
+    if not same_float or b.ndim > 2:
+        return _matmul_numpy(a, b)
+    # (..., k) @ (k, n) or (k,): flatten the leading dims of a into rows of one GEMM.
+    a2 = np.ascontiguousarray(a._data).reshape(-1, k_a)
+    b2 = np.ascontiguousarray(b._data).reshape(k_b, -1)
+    out2 = _ops.matmul2d(a2, b2)
+    out_shape = a.shape[:-1] + ((b.shape[-1],) if b.ndim == 2 else ())
+    out = out2.reshape(out_shape)
+
+    def backward(g):
+        g2 = np.ascontiguousarray(g).reshape(out2.shape)
+        ga = _ops.matmul2d(g2, b2, trans_b=True).reshape(a.shape) if a.requires_grad else None
+        gb = _ops.matmul2d(a2, g2, trans_a=True).reshape(b.shape) if b.requires_grad else None
+        return ga, gb
+
+    return Tensor._from_op(out, (a, b), backward)
+
+
+def _matmul_numpy(a: Tensor, b: Tensor) -> Tensor:
+    """Batched or mixed-dtype products: numpy's matmul with the textbook gradients."""
+    x, y = a._data, b._data
+    out = np.matmul(x, y)
+
+    def backward(g):
+        from .tensor import _unbroadcast
+
+        xa = x[None, :] if x.ndim == 1 else x
+        yb = y[:, None] if y.ndim == 1 else y
+        gg = g
+        if x.ndim == 1:
+            gg = np.expand_dims(gg, -2)
+        if y.ndim == 1:
+            gg = np.expand_dims(gg, -1)
+        ga = gb = None
+        if a.requires_grad:
+            ga = np.matmul(gg, np.swapaxes(yb, -1, -2))
+            ga = _unbroadcast(ga.reshape(ga.shape[:-2] + (-1,)) if x.ndim == 1 else ga,
+                              a.shape if x.ndim > 1 else ga.shape[:-2] + (x.shape[0],))
+            if x.ndim == 1:
+                ga = ga.reshape(-1, x.shape[0]).sum(0)
+        if b.requires_grad:
+            gb = np.matmul(np.swapaxes(xa, -1, -2), gg)
+            if y.ndim == 1:
+                gb = gb.reshape(-1, y.shape[0]).sum(0)
+            else:
+                gb = _unbroadcast(gb, b.shape)
+        return ga, gb
+
+    return Tensor._from_op(np.asarray(out), (a, b), backward)
+
+
+def linear(x, weight, bias=None, activation: str = "identity", alpha: float = 0.0) -> Tensor:
+    """act(x @ weight.T + bias) in one fused kernel.
+
+    Shapes: x (*, in_features), weight (out_features, in_features), bias (out_features,),
+    result (*, out_features). `activation` is one of identity, relu, leaky_relu, elu, sigmoid,
+    tanh, gelu, gelu_tanh, silu, softplus; `alpha` is leaky_relu's slope or elu's alpha.
+    """
+    x = _tensor(x)
+    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape "
+                         f"{weight.shape} (expected input (*, {weight.shape[-1]}))")
+    dtype = weight.dtype
+    x2 = _float_data(x, "linear", dtype).reshape(-1, weight.shape[1])
+    w = _float_data(weight, "linear", dtype)
+    b = None if bias is None else _float_data(bias, "linear", dtype)
+    rows, out_features = x2.shape[0], w.shape[0]
+    y2 = np.empty((rows, out_features), dtype=dtype)
+    tracking = Tensor._from_op  # keeps the graph decision in one place
+    needs_grad = any(t is not None and t.requires_grad for t in (x, weight, bias))
+    from .autograd import is_grad_enabled
+
+    keep_z = needs_grad and is_grad_enabled() and _needs_preactivation(activation, alpha)
+    z2 = np.empty_like(y2) if keep_z else None
+    _ops.dense_forward(y2, x2, w, b, activation, alpha, z2)
+
+    def backward(g):
+        g2 = np.ascontiguousarray(g, dtype=dtype).reshape(rows, out_features)
+        dx = np.empty_like(x2) if x.requires_grad else None
+        dw, acc_w, return_w = _grad_target(weight)
+        db, acc_b, return_b = _grad_target(bias)
+        if dw is not None and db is not None and acc_w != acc_b:
+            # One accumulate flag serves both: start the fresh buffer from zero instead.
+            (dw if not acc_w else db)[...] = 0
+            acc_w = acc_b = True
+        accumulate = acc_w if dw is not None else acc_b
+        _ops.dense_backward(g2, x2, w, y2, z2, activation, alpha, dx, dw, db, accumulate)
+        grads = [None if dx is None else dx.reshape(x.shape),
+                 dw if return_w else None]
+        if bias is not None:
+            grads.append(db if return_b else None)
+        return tuple(grads)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return tracking(y2.reshape(x.shape[:-1] + (out_features,)), parents, backward)
+
+
+# --- activations -------------------------------------------------------------------------------
+def activation(x, name: str, alpha: float = 0.0) -> Tensor:
+    """Apply an activation by name (see `linear` for the names) with its C++ kernel."""
+    x = _tensor(x)
+    data = _float_data(x, name)
+    out = np.empty_like(data)
+    _ops.activation_forward(out, data, name, alpha)
+
+    def backward(g):
+        dx = np.empty_like(data)
+        _ops.activation_backward(dx, np.ascontiguousarray(g, dtype=data.dtype), data, out, name,
+                                 alpha)
+        return (dx,)
+
+    return Tensor._from_op(out, (x,), backward)
+
+
+def relu(x):
+    return activation(x, "relu")
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    return activation(x, "leaky_relu", negative_slope)
+
+
+def elu(x, alpha: float = 1.0):
+    return activation(x, "elu", alpha)
+
+
+def sigmoid(x):
+    return activation(x, "sigmoid")
+
+
+def tanh(x):
+    return activation(x, "tanh")
+
+
+def gelu(x, approximate: str = "none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return activation(x, "gelu" if approximate == "none" else "gelu_tanh")
+
+
+def silu(x):
+    return activation(x, "silu")
+
+
+def softplus(x):
+    return activation(x, "softplus")
+
+
+def _last_axis_op(x, dim, forward_kernel, backward_kernel, op):
+    x = _tensor(x)
+    if x.ndim == 0:
+        raise ValueError(f"{op}: expected at least 1 dim, got a 0-d tensor")
+    axis = dim % x.ndim
+    moved = axis != x.ndim - 1
+    data = x._data if not moved else np.moveaxis(x._data, axis, -1)
+    data = _float_data(Tensor(data), op)
+    out = np.empty_like(data)
+    forward_kernel(out, data)
+
+    def backward(g):
+        g = np.moveaxis(g, axis, -1) if moved else g
+        dx = np.empty_like(data)
+        backward_kernel(dx, np.ascontiguousarray(g, dtype=data.dtype), out)
+        return (np.moveaxis(dx, -1, axis) if moved else dx,)
+
+    return Tensor._from_op(np.moveaxis(out, -1, axis) if moved else out, (x,), backward)
+
+
+def softmax(x, dim: int = -1) -> Tensor:
+    return _last_axis_op(x, dim, _ops.softmax_forward, _ops.softmax_backward, "softmax")
+
+
+def log_softmax(x, dim: int = -1) -> Tensor:
+    return _last_axis_op(x, dim, _ops.log_softmax_forward, _ops.log_softmax_backward,
+                         "log_softmax")
+
+
+def dropout(x, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1 / (1 - p) while training."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    x = _tensor(x)
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        mask = np.zeros(x.shape, dtype=x.dtype)
+    else:
+        rng = generator or default_generator()
+        keep = rng.random(x.shape, dtype=np.float32) >= p
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return Tensor._from_op(x._data * mask, (x,), lambda g: (g * mask,))
+
+
+# --- losses ------------------------------------------------------------------------------------
+def _scalar_loss(value: float, dtype, parents, backward) -> Tensor:
+    return Tensor._from_op(np.asarray(value, dtype=dtype), parents, backward)
+
+
+def _labels(target, op: str, rows: int) -> np.ndarray:
+    labels = _as_array(target)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{op}: class-index targets must be integers, got dtype {labels.dtype}")
+    labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    if labels.shape[0] != rows:
+        raise ValueError(f"{op}: input has {rows} rows but target has {labels.shape[0]} labels")
+    return labels
+
+
+def _classes_last(input: Tensor, op: str):
+    """(N, C), (C,) or (N, C, d1, ...) logits as a 2-D (rows, C) array plus how to undo it."""
+    if input.ndim == 1:
+        return input.reshape(1, -1), (lambda t: t.reshape(())), (lambda lab: lab.reshape(1))
+    if input.ndim == 2:
+        return input, (lambda t: t), (lambda lab: lab)
+    if input.ndim > 2:
+        spatial = input.shape[2:]
+        moved = input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])
+        return moved, (lambda t: t.reshape((input.shape[0],) + spatial)), \
+            (lambda lab: lab.reshape(-1))
+    raise ValueError(f"{op}: input must have at least 1 dim")
+
+
+def cross_entropy(input, target, weight=None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy between logits (N, C) and integer class targets (N,).
+
+    Also accepts unbatched (C,) input and (N, C, d1, ...) input with (N, d1, ...) targets, and
+    class-probability targets of the input's shape, as torch.nn.functional.cross_entropy does.
+    """
+    op = "cross_entropy"
+    _check_reduction(op, reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    input = _tensor(input)
+    target_array = _as_array(target)
+    if target_array.dtype.kind == "f":
+        return _cross_entropy_soft(input, target_array, weight, reduction, label_smoothing)
+    logits_t, restore, flatten_labels = _classes_last(input, op)
+    classes = logits_t.shape[1]
+    weight_data = None
+    if weight is not None:
+        weight_data = _float_data(_tensor(weight), op, logits_t.dtype)
+        if weight_data.shape != (classes,):
+            raise ValueError(f"{op}: weight has shape {weight_data.shape}, expected ({classes},)")
+    labels = _labels(flatten_labels(target_array), op, logits_t.shape[0])
+    if reduction == "none":
+        return restore(_cross_entropy_per_row(logits_t, labels, weight_data, ignore_index,
+                                              label_smoothing))
+    logits = _float_data(logits_t, op)
+    probs = np.empty_like(logits)
+    value = _ops.cross_entropy_forward(probs, logits, labels, weight_data, label_smoothing,
+                                       reduction, ignore_index)
+
+    def backward(g):
+        dlogits = np.empty_like(logits)
+        _ops.cross_entropy_backward(dlogits, probs, labels, weight_data, label_smoothing,
+                                    reduction, ignore_index, float(g))
+        return (dlogits,)
+
+    return _scalar_loss(value, logits.dtype, (logits_t,), backward)
+
+
+def _cross_entropy_per_row(logits: Tensor, labels, weight, ignore_index, smoothing) -> Tensor:
+    """Unreduced cross-entropy built from differentiable pieces (the rarely used path)."""
+    rows, classes = logits.shape
+    logp = log_softmax(logits, dim=1)
+    valid = labels != ignore_index
+    if np.any(valid & ((labels < 0) | (labels >= classes))):
+        bad = int(np.flatnonzero(valid & ((labels < 0) | (labels >= classes)))[0])
+        raise ValueError(f"cross_entropy: target {labels[bad]} in row {bad} is out of range for "
+                         f"{classes} classes")
+    safe = np.where(valid, labels, 0)
+    w = np.ones(classes, dtype=logits.dtype) if weight is None else weight
+    picked = logp[np.arange(rows), safe] * Tensor((w[safe] * valid).astype(logits.dtype))
+    loss = -picked * (1.0 - smoothing)
+    if smoothing:
+        spread = (logp * Tensor(w.astype(logits.dtype))).sum(1) * Tensor(valid.astype(
+            logits.dtype))
+        loss = loss - spread * (smoothing / classes)
+    return loss
+
+
+def _cross_entropy_soft(input: Tensor, target, weight, reduction, smoothing) -> Tensor:
+    if target.shape != input.shape:
+        raise ValueError(f"cross_entropy: probability targets must match the input's shape, "
+                         f"got input {input.shape} and target {target.shape}")
+    class_axis = 1 if input.ndim > 1 else 0
+    classes = input.shape[class_axis]
+    target = target.astype(input.dtype)
+    if smoothing:
+        target = target * (1.0 - smoothing) + smoothing / classes
+    logp = log_softmax(input, dim=class_axis)
+    if weight is not None:
+        shape = [1] * input.ndim
+        shape[class_axis] = classes
+        target = target * _as_array(weight, input.dtype).reshape(shape)
+    loss = -(logp * Tensor(target)).sum(class_axis)
+    if reduction == "mean":
+        return loss.sum() * (1.0 / max(loss.numel() if input.ndim > 1 else 1, 1))
+    return loss.sum() if reduction == "sum" else loss
+
+
+def nll_loss(input, target, weight=None, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of log-probabilities (N, C) at integer targets (N,)."""
+    op = "nll_loss"
+    _check_reduction(op, reduction)
+    input = _tensor(input)
+    logp, restore, flatten_labels = _classes_last(input, op)
+    rows, classes = logp.shape
+    labels = _labels(flatten_labels(_as_array(target)), op, rows)
+    valid = labels != ignore_index
+    out_of_range = valid & ((labels < 0) | (labels >= classes))
+    if np.any(out_of_range):
+        bad = int(np.flatnonzero(out_of_range)[0])
+        raise ValueError(f"{op}: target {labels[bad]} in row {bad} is out of range for "
+                         f"{classes} classes")
+    safe = np.where(valid, labels, 0)
+    w = np.ones(classes, dtype=input.dtype) if weight is None else _as_array(weight, input.dtype)
+    row_weight = (w[safe] * valid).astype(input.dtype)
+    per_row = -logp[np.arange(rows), safe] * Tensor(row_weight)
+    if reduction == "none":
+        return restore(per_row)
+    total = per_row.sum()
+    if reduction == "sum":
+        return total
+    return total * (1.0 / row_weight.sum()) if row_weight.sum() else total * np.nan
+
+
+def _regression_pair(input, target, op: str):
+    input = _tensor(input)
+    target_data = _as_array(target)
+    if target_data.shape != input.shape:
+        raise ValueError(f"{op}: input has shape {input.shape} but target has shape "
+                         f"{target_data.shape}; they must match")
+    pred = _float_data(input, op)
+    return input, pred, np.ascontiguousarray(target_data, dtype=pred.dtype)
+
+
+def mse_loss(input, target, reduction: str = "mean") -> Tensor:
+    """Mean squared error between input and target of the same shape."""
+    op = "mse_loss"
+    _check_reduction(op, reduction)
+    input, pred, tgt = _regression_pair(input, target, op)
+    if reduction == "none":
+        diff = input - Tensor(tgt)
+        return diff * diff
+    value = _ops.mse_forward(pred, tgt, reduction)
+
+    def backward(g):
+        dpred = np.empty_like(pred)
+        _ops.mse_backward(dpred, pred, tgt, reduction, float(g))
+        return (dpred,)
+
+    return _scalar_loss(value, pred.dtype, (input,), backward)
+
+
+def _elementwise_loss(input, pred, tgt, values, derivative, reduction):
+    """A loss of per-element values with a known derivative, as one graph node."""
+    count = max(values.size, 1)
+    if reduction == "none":
+        return Tensor._from_op(values, (input,), lambda g: (g * derivative,))
+    total = values.sum(dtype=np.float64)
+    scale = 1.0 / count if reduction == "mean" else 1.0
+    return _scalar_loss(total * scale, pred.dtype, (input,),
+                        lambda g: (derivative * pred.dtype.type(float(g) * scale),))
+
+
+def l1_loss(input, target, reduction: str = "mean") -> Tensor:
+    op = "l1_loss"
+    _check_reduction(op, reduction)
+    input, pred, tgt = _regression_pair(input, target, op)
+    diff = pred - tgt
+    return _elementwise_loss(input, pred, tgt, np.abs(diff), np.sign(diff), reduction)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:
+    """0.5 d^2 where |d| <= delta, delta (|d| - 0.5 delta) elsewhere (d = input - target)."""
+    op = "huber_loss"
+    _check_reduction(op, reduction)
+    if delta <= 0:
+        raise ValueError(f"{op}: delta must be positive, got {delta}")
+    input, pred, tgt = _regression_pair(input, target, op)
+    diff = pred - tgt
+    small = np.abs(diff) <= delta
+    values = np.where(small, 0.5 * diff * diff, delta * (np.abs(diff) - 0.5 * delta))
+    derivative = np.where(small, diff, delta * np.sign(diff)).astype(pred.dtype)
+    return _elementwise_loss(input, pred, tgt, values.astype(pred.dtype), derivative, reduction)
+
+
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:
+    """Huber loss divided by beta (PyTorch's SmoothL1Loss)."""
+    if beta <= 0:
+        raise ValueError(f"smooth_l1_loss: beta must be positive, got {beta}")
+    return huber_loss(input, target, reduction, beta) * (1.0 / beta)
+
+
+def binary_cross_entropy_with_logits(input, target, reduction: str = "mean",
+                                     pos_weight=None) -> Tensor:
+    """Sigmoid and binary cross-entropy in one numerically stable kernel."""
+    op = "binary_cross_entropy_with_logits"
+    _check_reduction(op, reduction)
+    input, logits, tgt = _regression_pair(input, target, op)
+    pw = None if pos_weight is None else _float_data(_tensor(pos_weight), op, logits.dtype)
+    if reduction == "none":
+        log_weight = 1.0 if pw is None else 1.0 + (pw - 1.0) * tgt
+        softplus_neg = np.logaddexp(0, -logits)
+        values = (1.0 - tgt) * logits + log_weight * softplus_neg
+        sig = 1.0 / (1.0 + np.exp(-logits))
+        derivative = (log_weight * (sig - 1.0) + (1.0 - tgt)).astype(logits.dtype)
+        return _elementwise_loss(input, logits, tgt, values.astype(logits.dtype), derivative,
+                                 reduction)
+    value = _ops.bce_with_logits_forward(logits, tgt, pw, reduction)
+
+    def backward(g):
+        dlogits = np.empty_like(logits)
+        _ops.bce_with_logits_backward(dlogits, logits, tgt, pw, reduction, float(g))
+        return (dlogits,)
+
+    return _scalar_loss(value, logits.dtype, (input,), backward)
+
+
+def binary_cross_entropy(input, target, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of probabilities in [0, 1] (logs clamped at -100, as PyTorch)."""
+    op = "binary_cross_entropy"
+    _check_reduction(op, reduction)
+    input, prob, tgt = _regression_pair(input, target, op)
+    if np.any((prob < 0) | (prob > 1)):
+        raise ValueError(f"{op}: input must hold probabilities in [0, 1]")
+    log_p = np.maximum(np.log(prob), -100)
+    log_q = np.maximum(np.log1p(-prob), -100)
+    values = -(tgt * log_p + (1 - tgt) * log_q)
+    eps = np.finfo(prob.dtype).tiny
+    derivative = ((prob - tgt) / np.maximum(prob * (1 - prob), eps)).astype(prob.dtype)
+    return _elementwise_loss(input, prob, tgt, values.astype(prob.dtype), derivative, reduction)
+
+
+def one_hot(labels, num_classes: int = -1) -> Tensor:
+    labels = _as_array(labels).astype(np.int64)
+    if num_classes < 0:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"one_hot: labels must be in [0, {num_classes}), got range "
+                         f"[{labels.min()}, {labels.max()}]")
+    return Tensor(np.eye(num_classes, dtype=np.int64)[labels])

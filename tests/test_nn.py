@@ -1,0 +1,258 @@
+"""nn modules: layers forward and backward against numpy, finite differences and PyTorch."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import Tensor, nn
+from fastnn import functional as F
+from fastnn.utils import gradcheck
+
+ACTIVATIONS = ["identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "gelu_tanh",
+               "silu", "softplus"]
+
+
+def numpy_activation(name, x, alpha):
+    from math import erf
+
+    if name == "identity":
+        return x
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "leaky_relu":
+        return np.where(x > 0, x, alpha * x)
+    if name == "elu":
+        return np.where(x > 0, x, alpha * np.expm1(x))
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "gelu":
+        return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    if name == "silu":
+        return x / (1 + np.exp(-x))
+    if name == "softplus":
+        return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+    raise AssertionError(name)
+
+
+def alpha_for(name):
+    return {"leaky_relu": 0.1, "elu": 0.7}.get(name, 0.0)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_forward_matches_numpy(activation, rng):
+    layer = nn.Linear(13, 7, activation=activation, alpha=alpha_for(activation))
+    x = rng.standard_normal((5, 13)).astype(np.float32)
+    expected = numpy_activation(activation, x @ layer.weight.data.T + layer.bias.data,
+                                alpha_for(activation))
+    np.testing.assert_allclose(layer(x).data, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_gradients_match_finite_differences(activation, rng):
+    layer = nn.Linear(6, 4, activation=activation, alpha=alpha_for(activation)).double()
+    x = Tensor(rng.standard_normal((3, 6)), requires_grad=True)
+    assert gradcheck(lambda inp, w, b: F.linear(inp, w, b, activation, alpha_for(activation)),
+                     [x, layer.weight, layer.bias])
+
+
+def test_linear_handles_leading_dims_and_no_bias(rng):
+    layer = nn.Linear(4, 3, bias=False).double()
+    x = Tensor(rng.standard_normal((2, 5, 4)), requires_grad=True)
+    assert layer(x).shape == (2, 5, 3)
+    assert gradcheck(lambda inp, w: F.linear(inp, w), [x, layer.weight])
+
+
+def test_linear_gradient_accumulates_over_calls(rng):
+    layer = nn.Linear(3, 2).double()
+    x = rng.standard_normal((4, 3))
+    layer(x).sum().backward()
+    first = layer.weight.grad.data.copy()
+    layer(x).sum().backward()
+    np.testing.assert_allclose(layer.weight.grad.data, 2 * first)
+    layer.zero_grad()
+    assert layer.weight.grad is None
+
+
+def test_linear_bad_input_names_layer_and_shapes():
+    with pytest.raises(ValueError, match=r"Linear\(in_features=4, out_features=3\).*\(2, 5\)"):
+        nn.Linear(4, 3)(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="unknown activation"):
+        nn.Linear(4, 3, activation="swish2")
+
+
+@pytest.mark.parametrize("module, name", [(nn.ReLU(), "relu"), (nn.LeakyReLU(0.2), "leaky_relu"),
+                                          (nn.ELU(0.5), "elu"), (nn.Sigmoid(), "sigmoid"),
+                                          (nn.Tanh(), "tanh"), (nn.GELU(), "gelu"),
+                                          (nn.GELU("tanh"), "gelu_tanh"), (nn.SiLU(), "silu"),
+                                          (nn.Softplus(), "softplus")])
+def test_activation_modules_forward_and_backward(module, name, rng):
+    x = Tensor(rng.standard_normal((4, 5)) * 2, requires_grad=True)
+    np.testing.assert_allclose(module(x).data, numpy_activation(name, x.data, module.alpha),
+                               rtol=1e-10, atol=1e-12)
+    assert gradcheck(module, [x])
+
+
+def test_sequential_fuses_linear_and_activation_with_identical_results(rng):
+    fused = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3), nn.Tanh())
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    step_by_step = x
+    for module in fused:
+        step_by_step = module(step_by_step)
+    np.testing.assert_array_equal(fused(x).data, step_by_step.data)
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_softmax_and_log_softmax(dim, rng):
+    x = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    expected = np.exp(x.data) / np.exp(x.data).sum(axis=dim, keepdims=True)
+    np.testing.assert_allclose(nn.Softmax(dim)(x).data, expected, rtol=1e-12)
+    np.testing.assert_allclose(nn.LogSoftmax(dim)(x).data, np.log(expected), rtol=1e-12)
+    assert gradcheck(nn.Softmax(dim), [x])
+    assert gradcheck(nn.LogSoftmax(dim), [x])
+
+
+def test_dropout_scales_kept_units_and_is_identity_in_eval(rng):
+    layer = nn.Dropout(0.25)
+    x = np.ones((200, 50), np.float32)
+    out = layer(x).data
+    kept = out != 0
+    assert 0.7 < kept.mean() < 0.8
+    np.testing.assert_allclose(out[kept], 1 / 0.75)
+    layer.eval()
+    np.testing.assert_array_equal(layer(x).data, x)
+    with pytest.raises(ValueError, match="Dropout"):
+        nn.Dropout(1.5)
+
+
+def test_dropout_gradient_uses_the_same_mask(rng):
+    x = Tensor(rng.standard_normal((6, 7)), requires_grad=True)
+    out = F.dropout(x, 0.5)
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.data != 0, out.data != 0)
+
+
+def test_dropout_repeats_under_the_same_seed():
+    fastnn.manual_seed(7)
+    a = nn.Dropout(0.5)(np.ones((10, 10), np.float32)).data
+    fastnn.manual_seed(7)
+    b = nn.Dropout(0.5)(np.ones((10, 10), np.float32)).data
+    np.testing.assert_array_equal(a, b)
+
+
+def test_flatten_and_identity():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    assert nn.Flatten()(x).shape == (2, 12)
+    assert nn.Flatten(0, 1)(x).shape == (6, 4)
+    assert nn.Identity()(Tensor(x)).shape == (2, 3, 4)
+
+
+class Custom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+        self.head = nn.Linear(8, 2)
+        self.scale = nn.Parameter(np.ones(1, np.float32))
+        self.register_buffer("calls", np.zeros(1, np.float32))
+
+    def forward(self, x):
+        return self.head(self.encoder(x)) * self.scale
+
+
+def test_module_registration_state_dict_and_repr():
+    model = Custom()
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["scale", "encoder.0.weight", "encoder.0.bias", "head.weight", "head.bias"]
+    assert list(model.state_dict()) == names + ["calls"]
+    assert model.num_parameters() == 1 + 4 * 8 + 8 + 8 * 2 + 2
+    assert "Linear(in_features=4, out_features=8, bias=True)" in repr(model)
+    model.eval()
+    assert not model.encoder[0].training
+    model.train()
+    assert model.head.training
+
+
+def test_user_module_trains_through_autograd(rng):
+    model = Custom()
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    loss = model(x).sum()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_load_state_dict_round_trip_and_errors():
+    source, target = Custom(), Custom()
+    state = {k: v.copy() for k, v in source.state_dict().items()}
+    target.load_state_dict(state)
+    for key, value in target.state_dict().items():
+        np.testing.assert_array_equal(value, state[key])
+    bad = dict(state)
+    bad["head.weight"] = np.zeros((3, 3), np.float32)
+    del bad["scale"]
+    bad["extra"] = np.zeros(1)
+    with pytest.raises(ValueError) as error:
+        target.load_state_dict(bad)
+    message = str(error.value)
+    assert "head.weight: model (2, 8), file (3, 3)" in message
+    assert "missing: scale" in message and "unexpected: extra" in message
+    # Nothing was changed by the failed load.
+    np.testing.assert_array_equal(target.state_dict()["head.bias"], state["head.bias"])
+    result = target.load_state_dict({k: v for k, v in state.items() if k != "scale"},
+                                    strict=False)
+    assert result.missing_keys == ["scale"]
+
+
+def test_module_to_double_converts_parameters():
+    model = Custom().double()
+    assert all(p.dtype == np.float64 for p in model.parameters())
+
+
+@pytest.mark.parametrize("initializer, kwargs, expected_std", [
+    (nn.init.xavier_uniform_, {}, np.sqrt(2 / (300 + 200))),
+    (nn.init.xavier_normal_, {}, np.sqrt(2 / (300 + 200))),
+    (nn.init.kaiming_uniform_, {"nonlinearity": "relu"}, np.sqrt(2 / 300)),
+    (nn.init.kaiming_normal_, {"nonlinearity": "relu"}, np.sqrt(2 / 300)),
+    (nn.init.lecun_uniform_, {}, np.sqrt(1 / 300)),
+    (nn.init.lecun_normal_, {}, np.sqrt(1 / 300)),
+    (nn.init.normal_, {"std": 0.3}, 0.3),
+])
+def test_initialisers_have_the_right_spread(initializer, kwargs, expected_std):
+    weight = nn.Parameter(np.empty((200, 300), np.float32))
+    initializer(weight, **kwargs)
+    assert abs(weight.data.std() / expected_std - 1) < 0.03
+    assert abs(weight.data.mean()) < 0.01
+
+
+def test_constant_initialisers():
+    weight = nn.Parameter(np.empty((3, 4), np.float32))
+    assert np.all(nn.init.zeros_(weight).data == 0)
+    assert np.all(nn.init.ones_(weight).data == 1)
+    assert np.all(nn.init.constant_(weight, 2.5).data == 2.5)
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        nn.init.xavier_uniform_(nn.Parameter(np.empty(3, np.float32)))
+
+
+def test_linear_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    layer = nn.Linear(10, 5, activation="gelu")
+    reference = torch.nn.Linear(10, 5)
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(layer.weight.data))
+        reference.bias.copy_(torch.from_numpy(layer.bias.data))
+    x = rng.standard_normal((7, 10)).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ours_x = Tensor(x, requires_grad=True)
+    out = layer(ours_x)
+    expected = torch.nn.functional.gelu(reference(tx))
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    upstream = rng.standard_normal(out.shape).astype(np.float32)
+    out.backward(upstream)
+    expected.backward(torch.from_numpy(upstream))
+    np.testing.assert_allclose(layer.weight.grad.data, reference.weight.grad.numpy(),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.bias.grad.data, reference.bias.grad.numpy(),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours_x.grad.data, tx.grad.numpy(), rtol=1e-4, atol=1e-5)
