@@ -3,31 +3,24 @@ import math
 import numpy as np
 import pytest
 
+from fastnn import Tensor
+from fastnn.nn import Parameter
 from fastnn.optim import clip_grad_norm_, clip_grad_value_
 
 
-class Grad:
-    def __init__(self, data):
-        self.data = data
-
-
-class Param:
-    """Stand-in parameter: the attributes fastnn's clipping relies on."""
-
-    def __init__(self, data, grad=None):
-        self.data = np.ascontiguousarray(data)
-        self.grad = None if grad is None else Grad(np.array(grad, dtype=self.data.dtype))
-        self.requires_grad = True
-
+def param(data, grad=None):
+    p = Parameter(data)
+    p.grad = None if grad is None else Tensor(np.array(grad, dtype=p.data.dtype))
+    return p
 
 SHAPES = [(4, 3), (7,), (2, 2, 2)]
 
 
 def make_params(dtype, scale=1.0, seed=0, with_none=True):
     rng = np.random.default_rng(seed)
-    params = [Param(np.zeros(s, dtype), scale * rng.standard_normal(s)) for s in SHAPES]
+    params = [param(np.zeros(s, dtype), scale * rng.standard_normal(s)) for s in SHAPES]
     if with_none:
-        params.append(Param(np.zeros(3, dtype)))  # grad None: skipped
+        params.append(param(np.zeros(3, dtype)))  # grad None: skipped
     return params
 
 
@@ -90,31 +83,31 @@ def test_clip_grad_norm_mixed_dtypes():
 
 
 def test_clip_grad_norm_single_parameter_and_generator():
-    p = Param(np.zeros(2), [3.0, 4.0])
+    p = param(np.zeros(2), [3.0, 4.0])
     assert clip_grad_norm_(p, 1.0) == pytest.approx(5.0)
     np.testing.assert_allclose(p.grad.data, [0.6, 0.8], rtol=1e-6)
-    q = Param(np.zeros(2), [3.0, 4.0])
+    q = param(np.zeros(2), [3.0, 4.0])
     assert clip_grad_norm_((x for x in [q]), 10.0, norm_type="inf") == 4.0
 
 
 def test_clip_grad_norm_no_gradients_returns_zero():
-    assert clip_grad_norm_([Param(np.zeros(2))], 1.0) == 0.0
+    assert clip_grad_norm_([param(np.zeros(2))], 1.0) == 0.0
     assert clip_grad_norm_([], 1.0) == 0.0
 
 
 def test_clip_grad_norm_zero_sized_gradient():
-    params = [Param(np.zeros((0, 3)), np.zeros((0, 3))), Param(np.zeros(2), [3.0, 4.0])]
+    params = [param(np.zeros((0, 3)), np.zeros((0, 3))), param(np.zeros(2), [3.0, 4.0])]
     for norm_type, want in ((2.0, 5.0), (1.0, 7.0), (math.inf, 4.0)):
         assert clip_grad_norm_(params, 100.0, norm_type=norm_type) == pytest.approx(want)
 
 
 def test_clip_grad_norm_nonfinite():
-    p = Param(np.zeros(2), [np.inf, 1.0])
+    p = param(np.zeros(2), [np.inf, 1.0])
     with pytest.raises(RuntimeError, match="clip_grad_norm_: the total norm of order 2.0 of "
                                            "the gradients is inf"):
         clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
     assert np.array_equal(p.grad.data, [np.inf, 1.0])  # untouched when raising
-    q = Param(np.zeros(2), [np.nan, 1.0])
+    q = param(np.zeros(2), [np.nan, 1.0])
     assert math.isnan(clip_grad_norm_([q], 1.0))
     assert np.isnan(q.grad.data).all()  # as in PyTorch: scaled by a nan factor
 
@@ -137,8 +130,8 @@ def test_bad_arguments(call, exc, match):
 
 
 def test_integer_gradient_is_rejected():
-    p = Param(np.zeros(2))
-    p.grad = Grad(np.ones(2, np.int64))
+    p = param(np.zeros(2))
+    p.grad = Tensor(np.ones(2, np.int64))
     with pytest.raises(TypeError, match="gradient of parameter 0 must be a float32 or float64"):
         clip_grad_norm_([p], 1.0)
 
@@ -163,6 +156,6 @@ def test_clip_grad_value_matches_torch(dtype):
 
 
 def test_clip_grad_value_zero_clamps_everything_to_zero():
-    p = Param(np.zeros(3), [-1.0, 0.5, 2.0])
+    p = param(np.zeros(3), [-1.0, 0.5, 2.0])
     clip_grad_value_(p, 0)
     assert np.array_equal(p.grad.data, np.zeros(3))

@@ -5,20 +5,12 @@ import numpy as np
 import pytest
 
 from fastnn import optim
+from fastnn.nn import Parameter
 from fastnn.optim import lr_scheduler as sched
 
 
-class Param:
-    """Stand-in parameter: the attributes fastnn's optimizers rely on."""
-
-    def __init__(self, data):
-        self.data = np.ascontiguousarray(data)
-        self.grad = None
-        self.requires_grad = True
-
-
 def make_sgd(lrs=(0.1, 0.02), momentum=0.9):
-    groups = [{"params": [Param(np.zeros(3, np.float32))], "lr": lr} for lr in lrs]
+    groups = [{"params": [Parameter(np.zeros(3, np.float32))], "lr": lr} for lr in lrs]
     return optim.SGD(groups, lr=lrs[0], momentum=momentum)
 
 
@@ -82,7 +74,7 @@ def test_scheduler_matches_torch_step_for_step(case):
 
 def test_one_cycle_cycles_adam_beta1_like_torch():
     torch = pytest.importorskip("torch")
-    opt = optim.Adam([Param(np.zeros(2))], lr=1e-3, betas=(0.9, 0.99))
+    opt = optim.Adam([Parameter(np.zeros(2))], lr=1e-3, betas=(0.9, 0.99))
     topt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3, betas=(0.9, 0.99))
     s = sched.OneCycleLR(opt, max_lr=0.01, total_steps=10)
     ts = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=0.01, total_steps=10)
@@ -282,6 +274,6 @@ def test_bad_arguments(build, exc, match):
 
 
 def test_one_cycle_momentum_needs_momentum_or_betas():
-    opt = optim.Adagrad([Param(np.zeros(2))])
+    opt = optim.Adagrad([Parameter(np.zeros(2))])
     with pytest.raises(ValueError, match="cycle_momentum needs an optimizer with momentum"):
         sched.OneCycleLR(opt, max_lr=0.1, total_steps=5)

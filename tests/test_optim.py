@@ -4,26 +4,13 @@ import pickle
 import numpy as np
 import pytest
 
-from fastnn import optim
+from fastnn import Tensor, optim
+from fastnn.nn import Parameter
 from fastnn.optim import _kernels
 
 
-class Grad:
-    def __init__(self, data):
-        self.data = data
-
-
-class Param:
-    """Stand-in parameter: the attributes fastnn's optimizers rely on."""
-
-    def __init__(self, data):
-        self.data = np.ascontiguousarray(data)
-        self.grad = None
-        self.requires_grad = True
-
-    def set_grad(self, g):
-        self.grad = None if g is None else Grad(np.array(g, dtype=self.data.dtype))
-
+def set_grad(p, g):
+    p.grad = None if g is None else Tensor(np.array(g, dtype=p.data.dtype))
 
 SHAPES = [(3, 4), (5,), (2, 3, 2), (1,)]
 STEPS = 5
@@ -45,13 +32,13 @@ def make_problem(dtypes, seed=0):
 
 
 def run_fastnn(cls, kwargs, inits, grads, groups=None):
-    params = [Param(x.copy()) for x in inits]
+    params = [Parameter(x.copy()) for x in inits]
     spec = params if groups is None else [
         dict(g, params=[params[i] for i in g["params"]]) for g in groups]
     opt = cls(spec, **kwargs)
     for row in grads:
         for p, g in zip(params, row):
-            p.set_grad(g)
+            set_grad(p, g)
         opt.step()
     return [p.data for p in params], opt
 
@@ -149,9 +136,9 @@ def test_parameter_groups_with_their_own_options_match_torch(name, defaults, gro
 
 
 def test_parameter_without_grad_is_left_alone():
-    p, q = Param(np.ones(3, np.float32)), Param(np.ones(3, np.float32))
+    p, q = Parameter(np.ones(3, np.float32)), Parameter(np.ones(3, np.float32))
     opt = optim.Adam([p, q], lr=0.1)
-    p.set_grad(np.ones(3))
+    set_grad(p, np.ones(3))
     opt.step()
     assert np.array_equal(q.data, np.ones(3, np.float32))
     assert q not in opt.state and opt.state[p]["step"] == 1
@@ -159,10 +146,10 @@ def test_parameter_without_grad_is_left_alone():
 
 
 def test_updates_in_place_without_rebinding():
-    p = Param(np.ones((2, 2)))
+    p = Parameter(np.ones((2, 2)))
     view = p.data[0]
     opt = optim.SGD([p], lr=0.5, momentum=0.9)
-    p.set_grad(np.ones((2, 2)))
+    set_grad(p, np.ones((2, 2)))
     data = p.data
     opt.step()
     assert p.data is data
@@ -178,11 +165,11 @@ def test_one_kernel_call_per_group_and_dtype(monkeypatch, name, kernel):
     monkeypatch.setattr(_kernels, kernel,
                         lambda params, *a, **k: (calls.append(len(params)), real(params, *a, **k)))
     kwargs = {"momentum": 0.9} if name == "SGD" else {}
-    ps = [Param(np.zeros(4, d)) for d in (np.float32, np.float32, np.float64, np.float32)]
-    extra = [Param(np.zeros(2, np.float32)) for _ in range(3)]
+    ps = [Parameter(np.zeros(4, d)) for d in (np.float32, np.float32, np.float64, np.float32)]
+    extra = [Parameter(np.zeros(2, np.float32)) for _ in range(3)]
     opt = getattr(optim, name)([{"params": ps}, {"params": extra, "lr": 0.5}], **kwargs)
     for p in ps + extra:
-        p.set_grad(np.ones_like(p.data))
+        set_grad(p, np.ones_like(p.data))
     opt.step()
     assert sorted(calls) == [1, 3, 3]  # group 0: float32 x3, float64 x1; group 1: x3
     calls.clear()
@@ -211,13 +198,13 @@ def test_state_dict_round_trip_then_continue_is_bit_identical(name):
 
     first, opt = run_fastnn(cls, kwargs, inits, grads[:3], groups)
     saved = pickle.loads(pickle.dumps(opt.state_dict()))
-    params = [Param(x.copy()) for x in first]
+    params = [Parameter(x.copy()) for x in first]
     opt2 = cls([{"params": params[:2]}, {"params": params[2:], "lr": 0.5}], **kwargs)
     opt2.load_state_dict(saved)
     assert opt2.param_groups[1]["lr"] == 0.02
     for row in grads[3:]:
         for p, g in zip(params, row):
-            p.set_grad(g)
+            set_grad(p, g)
         opt2.step()
     for i, (a, b) in enumerate(zip(uninterrupted, [p.data for p in params])):
         assert np.array_equal(a, b), f"{name}: parameter {i} differs after reload"
@@ -245,16 +232,16 @@ def test_state_dict_layout_matches_torch():
 
 
 def test_adagrad_state_exists_before_the_first_step_like_torch():
-    opt = optim.Adagrad([Param(np.zeros(2)), Param(np.zeros(3))], initial_accumulator_value=0.1)
+    opt = optim.Adagrad([Parameter(np.zeros(2)), Parameter(np.zeros(3))], initial_accumulator_value=0.1)
     state = opt.state_dict()["state"]
     assert sorted(state) == [0, 1]
     assert state[1]["step"] == 0 and np.array_equal(state[1]["sum"], np.full(3, 0.1))
 
 
 def test_state_dict_is_a_copy():
-    p = Param(np.zeros(3))
+    p = Parameter(np.zeros(3))
     opt = optim.SGD([p], lr=0.1, momentum=0.9)
-    p.set_grad(np.ones(3))
+    set_grad(p, np.ones(3))
     opt.step()
     saved = opt.state_dict()
     opt.step()
@@ -262,11 +249,11 @@ def test_state_dict_is_a_copy():
 
 
 def test_load_state_dict_casts_to_the_parameter_dtype():
-    p = Param(np.zeros(3))
+    p = Parameter(np.zeros(3))
     opt = optim.SGD([p], lr=0.1, momentum=0.9)
-    p.set_grad(np.ones(3))
+    set_grad(p, np.ones(3))
     opt.step()
-    q = Param(np.zeros(3, np.float32))
+    q = Parameter(np.zeros(3, np.float32))
     opt2 = optim.SGD([q], lr=0.1, momentum=0.9)
     opt2.load_state_dict(opt.state_dict())
     buf = opt2.state[q]["momentum_buffer"]
@@ -274,34 +261,34 @@ def test_load_state_dict_casts_to_the_parameter_dtype():
 
 
 def test_load_state_dict_errors():
-    opt = optim.Adam([Param(np.zeros(3)), Param(np.zeros(2))])
+    opt = optim.Adam([Parameter(np.zeros(3)), Parameter(np.zeros(2))])
     for p in opt.param_groups[0]["params"]:
-        p.set_grad(np.ones_like(p.data))
+        set_grad(p, np.ones_like(p.data))
     opt.step()
     saved = opt.state_dict()
     with pytest.raises(ValueError, match="Adam: the saved state has 1 parameter groups, this "
                                          "optimizer has 2"):
-        optim.Adam([{"params": [Param(np.zeros(3))]},
-                    {"params": [Param(np.zeros(2))]}]).load_state_dict(saved)
+        optim.Adam([{"params": [Parameter(np.zeros(3))]},
+                    {"params": [Parameter(np.zeros(2))]}]).load_state_dict(saved)
     with pytest.raises(ValueError, match="saved parameter group 0 has 2 parameters, this "
                                          "optimizer's has 1"):
-        optim.Adam([Param(np.zeros(3))]).load_state_dict(saved)
+        optim.Adam([Parameter(np.zeros(3))]).load_state_dict(saved)
     with pytest.raises(ValueError, match=r"saved state 'exp_avg' of parameter 0 has shape "
                                          r"\(3,\), the parameter has shape \(4,\)"):
-        optim.Adam([Param(np.zeros(4)), Param(np.zeros(2))]).load_state_dict(saved)
+        optim.Adam([Parameter(np.zeros(4)), Parameter(np.zeros(2))]).load_state_dict(saved)
     with pytest.raises(ValueError, match="load_state_dict expects a dict with 'state'"):
         opt.load_state_dict({"state": {}})
 
 
 def test_pickle_and_deepcopy_keep_the_state():
-    p = Param(np.zeros(3))
+    p = Parameter(np.zeros(3))
     opt = optim.Adam([p], lr=0.1)
-    p.set_grad(np.ones(3))
+    set_grad(p, np.ones(3))
     opt.step()
     for clone in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
         cp = clone.param_groups[0]["params"][0]
         assert cp is not p and clone.state[cp]["step"] == 1
-        cp.set_grad(np.ones(3))
+        set_grad(cp, np.ones(3))
         clone.step()
         assert clone.state[cp]["step"] == 2
 
@@ -309,15 +296,15 @@ def test_pickle_and_deepcopy_keep_the_state():
 # --- zero_grad, step, repr --------------------------------------------------------------------
 
 def test_zero_grad_sets_to_none_by_default():
-    p = Param(np.zeros(3))
-    p.set_grad(np.ones(3))
+    p = Parameter(np.zeros(3))
+    set_grad(p, np.ones(3))
     optim.SGD([p]).zero_grad()
     assert p.grad is None
 
 
 def test_zero_grad_without_set_to_none_zeros_in_place():
-    p, q = Param(np.zeros(3)), Param(np.zeros(2))
-    p.set_grad(np.ones(3))
+    p, q = Parameter(np.zeros(3)), Parameter(np.zeros(2))
+    set_grad(p, np.ones(3))
     g = p.grad.data
     optim.SGD([p, q]).zero_grad(set_to_none=False)
     assert p.grad.data is g and np.array_equal(g, np.zeros(3))
@@ -325,10 +312,10 @@ def test_zero_grad_without_set_to_none_zeros_in_place():
 
 
 def test_step_returns_the_closure_loss():
-    p = Param(np.zeros(3))
+    p = Parameter(np.zeros(3))
 
     def closure():
-        p.set_grad(np.ones(3))
+        set_grad(p, np.ones(3))
         return 1.5
 
     assert optim.SGD([p], lr=1.0).step(closure) == 1.5
@@ -338,15 +325,15 @@ def test_step_returns_the_closure_loss():
 
 
 def test_add_param_group_takes_defaults():
-    opt = optim.SGD([Param(np.zeros(1))], lr=0.1, momentum=0.9)
-    opt.add_param_group({"params": Param(np.zeros(2)), "lr": 0.5})
+    opt = optim.SGD([Parameter(np.zeros(1))], lr=0.1, momentum=0.9)
+    opt.add_param_group({"params": Parameter(np.zeros(2)), "lr": 0.5})
     assert opt.param_groups[1]["lr"] == 0.5 and opt.param_groups[1]["momentum"] == 0.9
     assert len(opt.param_groups[1]["params"]) == 1
 
 
 def test_repr_lists_each_group_like_torch():
-    opt = optim.SGD([{"params": [Param(np.zeros(1))]},
-                     {"params": [Param(np.zeros(1))], "lr": 0.5}], lr=0.1, momentum=0.9)
+    opt = optim.SGD([{"params": [Parameter(np.zeros(1))]},
+                     {"params": [Parameter(np.zeros(1))], "lr": 0.5}], lr=0.1, momentum=0.9)
     assert repr(opt) == (
         "SGD (\nParameter Group 0\n    dampening: 0\n    lr: 0.1\n    maximize: False\n"
         "    momentum: 0.9\n    nesterov: False\n    weight_decay: 0\n\nParameter Group 1\n"
@@ -357,7 +344,7 @@ def test_repr_lists_each_group_like_torch():
 def test_defaults_match_torch():
     torch = pytest.importorskip("torch")
     for name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad"):
-        ours = getattr(optim, name)([Param(np.zeros(1))]).defaults
+        ours = getattr(optim, name)([Parameter(np.zeros(1))]).defaults
         theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(1))]).defaults
         for key, value in ours.items():
             assert theirs[key] == value, f"{name} default {key}: {value} vs {theirs[key]}"
@@ -366,7 +353,7 @@ def test_defaults_match_torch():
 # --- bad arguments ----------------------------------------------------------------------------
 
 def one_param():
-    return [Param(np.zeros(2))]
+    return [Parameter(np.zeros(2))]
 
 
 @pytest.mark.parametrize("build,exc,match", [
@@ -405,11 +392,11 @@ def test_bad_hyper_parameters(build, exc, match):
 
 
 def test_bad_params():
-    p = Param(np.zeros(2))
+    p = Parameter(np.zeros(2))
     with pytest.raises(ValueError, match="SGD: got an empty parameter list"):
         optim.SGD([])
     with pytest.raises(TypeError, match="SGD: params must be an iterable of parameters or of "
-                                        "dicts, got a single Param"):
+                                        "dicts, got a single Parameter"):
         optim.SGD(p)
     with pytest.raises(TypeError, match="SGD: params must be an iterable .* got int"):
         optim.SGD(3)
@@ -423,13 +410,12 @@ def test_bad_params():
                                         "got ndarray"):
         optim.SGD([np.zeros(2)])
     with pytest.raises(TypeError, match="SGD: parameter 0 of group 0 has dtype int64"):
-        optim.SGD([Param(np.zeros(2, np.int64))])
-    q = Param(np.zeros(2))
-    q.data = np.zeros((2, 4))[:, 0]
+        optim.SGD([Tensor(np.zeros(2, np.int64))])
+    q = Tensor(np.zeros((2, 4))[:, 0])
     with pytest.raises(ValueError, match="SGD: parameter 0 of group 0 must be a C-contiguous"):
         optim.SGD([q])
-    with pytest.raises(TypeError, match="SGD: a parameter group must be a dict, got Param"):
-        optim.SGD([{"params": [p]}, Param(np.zeros(1))])
+    with pytest.raises(TypeError, match="SGD: a parameter group must be a dict, got Parameter"):
+        optim.SGD([{"params": [p]}, Parameter(np.zeros(1))])
     with pytest.raises(ValueError, match="SGD: a parameter group must have a 'params' entry"):
         optim.SGD([{"lr": 0.1}])
     with pytest.raises(TypeError, match="a group's params must be an ordered collection"):
@@ -440,14 +426,30 @@ def test_bad_params():
 
 
 def test_grad_of_the_wrong_dtype_is_rejected_by_the_kernel():
-    p = Param(np.zeros(2, np.float32))
-    p.grad = Grad(np.ones(2, np.float64))
+    p = Parameter(np.zeros(2, np.float32))
+    p.grad = Tensor(np.ones(2, np.float64))
     with pytest.raises(TypeError, match="sgd_step"):
         optim.SGD([p], lr=0.1).step()
 
 
 def test_grad_of_the_wrong_shape_is_rejected_by_the_kernel():
-    p = Param(np.zeros(2, np.float32))
-    p.grad = Grad(np.ones(3, np.float32))
+    p = Parameter(np.zeros(2, np.float32))
+    p.grad = Tensor(np.ones(3, np.float32))
     with pytest.raises(ValueError, match="adam_step"):
         optim.Adam([p]).step()
+
+
+def test_closure_records_a_graph_even_under_no_grad():
+    import fastnn
+
+    p = Parameter(np.ones(3, np.float32))
+
+    def closure():
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    opt = optim.SGD([p], lr=0.25)
+    with fastnn.no_grad():
+        opt.step(closure)
+    assert np.array_equal(p.data, np.full(3, 0.5, np.float32))

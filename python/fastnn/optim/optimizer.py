@@ -13,6 +13,8 @@ from collections.abc import Iterable, MutableMapping
 
 import numpy as np
 
+from ..autograd import enable_grad
+
 __all__ = ["Optimizer"]
 
 
@@ -287,7 +289,8 @@ class Optimizer:
         if not callable(closure):
             raise TypeError(f"{self._name}: closure must be callable, got "
                             f"{type(closure).__name__}")
-        return closure()
+        with enable_grad():  # the closure runs a backward pass even under no_grad
+            return closure()
 
 
 def _looks_like_param(obj):
