@@ -453,3 +453,24 @@ def test_closure_records_a_graph_even_under_no_grad():
     with fastnn.no_grad():
         opt.step(closure)
     assert np.array_equal(p.data, np.full(3, 0.5, np.float32))
+
+
+def test_fitting_a_linear_model_with_autograd_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x, t = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
+    w0, b0 = rng.standard_normal((2, 4)), rng.standard_normal(2)
+    w, b = Parameter(w0.copy()), Parameter(b0.copy())
+    tw, tb = torch.nn.Parameter(torch.from_numpy(w0.copy())), \
+        torch.nn.Parameter(torch.from_numpy(b0.copy()))
+    opt = optim.AdamW([w, b], lr=0.01)
+    topt = torch.optim.AdamW([tw, tb], lr=0.01)
+    for _ in range(4):
+        opt.zero_grad()
+        ((Tensor(x) @ w.T + b - Tensor(t)) ** 2).mean().backward()
+        opt.step()
+        topt.zero_grad()
+        ((torch.from_numpy(x) @ tw.T + tb - torch.from_numpy(t)) ** 2).mean().backward()
+        topt.step()
+    np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-10, atol=1e-12)
