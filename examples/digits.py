@@ -67,7 +67,7 @@ def main() -> None:
           f"({fastnn.get_num_threads()} threads)")
     print(f"test accuracy : {metrics.accuracy_score(y_test, labels):.4f}")
     print(f"test macro F1 : {metrics.f1_score(y_test, labels, average='macro'):.4f}")
-    print(f"test ROC-AUC  : {metrics.roc_auc_score(y_test, probabilities, multi_class='ovr'):.4f}")
+    print(f"test ROC-AUC  : {metrics.roc_auc_score(y_test, probabilities):.4f}")
     print("confusion matrix (rows: true digit, columns: predicted):")
     print(metrics.confusion_matrix(y_test, labels))
 

@@ -76,8 +76,10 @@ def test_cross_entropy_errors(rng):
         F.cross_entropy(logits, np.array([0, 1, 2, 3, 4, 1]))
     with pytest.raises(ValueError, match="6 rows but target has 5"):
         F.cross_entropy(logits, labels[:5])
-    with pytest.raises(TypeError, match="integers"):
+    with pytest.raises(ValueError, match=r"integer class indices.*shape \(6, 1\)"):
         F.cross_entropy(logits, labels.astype(np.float32).reshape(-1, 1))
+    with pytest.raises(TypeError, match="integers"):
+        F.nll_loss(logits, labels.astype(np.complex64))
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(logits, labels, reduction="avg")
     with pytest.raises(ValueError, match=r"weight has shape \(3,\)"):

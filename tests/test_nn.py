@@ -166,7 +166,8 @@ def test_module_registration_state_dict_and_repr():
     model = Custom()
     names = [name for name, _ in model.named_parameters()]
     assert names == ["scale", "encoder.0.weight", "encoder.0.bias", "head.weight", "head.bias"]
-    assert list(model.state_dict()) == names + ["calls"]
+    # As in PyTorch: each module's parameters, then its buffers, then its children.
+    assert list(model.state_dict()) == ["scale", "calls"] + names[1:]
     assert model.num_parameters() == 1 + 4 * 8 + 8 + 8 * 2 + 2
     assert "Linear(in_features=4, out_features=8, bias=True)" in repr(model)
     model.eval()

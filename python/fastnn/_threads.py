@@ -1,6 +1,6 @@
 """Thread control for fastnn's kernels."""
 
-from . import _core
+from . import _ops as _core
 
 
 def set_num_threads(n: int) -> None:

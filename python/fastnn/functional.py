@@ -356,8 +356,9 @@ def _cross_entropy_per_row(logits: Tensor, labels, weight, ignore_index, smoothi
 
 def _cross_entropy_soft(input: Tensor, target, weight, reduction, smoothing) -> Tensor:
     if target.shape != input.shape:
-        raise ValueError(f"cross_entropy: probability targets must match the input's shape, "
-                         f"got input {input.shape} and target {target.shape}")
+        raise ValueError(f"cross_entropy: target must hold integer class indices, or class "
+                         f"probabilities of the input's shape; got a {target.dtype} target of "
+                         f"shape {target.shape} for input of shape {input.shape}")
     class_axis = 1 if input.ndim > 1 else 0
     classes = input.shape[class_axis]
     target = target.astype(input.dtype)

@@ -48,7 +48,7 @@ def _roc_auc(y, out):
     probabilities = predicted_probabilities(out)
     if probabilities.ndim == 1:
         return metric_fns.roc_auc_score(y, probabilities)
-    return metric_fns.roc_auc_score(y, probabilities, multi_class="ovr", average="macro")
+    return metric_fns.roc_auc_score(y, probabilities, average="macro")
 
 
 def _f1(y, out):

@@ -4,7 +4,7 @@ Each function updates a list of same-dtype arrays in place with one multi-tensor
 element i of every argument belongs to parameter i. Argument checks happen in the kernels.
 """
 
-from .. import _core
+from .. import _ops as _core
 
 
 def sgd_step(params, grads, momentum_buffers, **options):
