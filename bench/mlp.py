@@ -1,0 +1,328 @@
+"""MLP benchmark: fastnn against PyTorch and a plain numpy loop, following the DESIGN protocol.
+
+The network is 784-512-256-10 with ReLU, trained with SGD (momentum 0.9) on softmax
+cross-entropy. Every implementation starts from the same weights and data; before timing, each
+checks that three training steps reproduce a float64 numpy reference. Reported: training
+throughput at batch 1, 32, 128 and 512, inference throughput at batch 1 and 128 (samples/s), and
+peak resident memory after training. Each implementation runs in its own process; they are
+alternated (fastnn, torch, numpy, fastnn, ...) and the medians of the per-round ratios are shown.
+
+    python bench/mlp.py                  # full table (several minutes)
+    python bench/mlp.py --rounds 3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _protocol import Impl, fastnn_env, machine_report, numpy_env, run_impl  # noqa: E402
+
+SIZES = (784, 512, 256, 10)
+LR, MOMENTUM = 0.01, 0.9
+POOL = 2048  # distinct samples cycled through while timing
+
+
+def make_data(seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((POOL, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], POOL).astype(np.int64)
+    return x, y
+
+
+def initial_weights(seed: int = 1):
+    """(weight (out, in), bias (out,)) per layer, PyTorch's default initialisation ranges."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
+        bound = 1.0 / np.sqrt(fan_in)
+        layers.append((rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32),
+                       rng.uniform(-bound, bound, fan_out).astype(np.float32)))
+    return layers
+
+
+def reference_after_steps(steps: int, batch: int):
+    """First-layer weight after `steps` SGD steps, in float64 numpy (the check's reference)."""
+    import numpy as np
+
+    x, y = make_data()
+    params = [(w.astype(np.float64), b.astype(np.float64)) for w, b in initial_weights()]
+    velocity = [(np.zeros_like(w), np.zeros_like(b)) for w, b in params]
+    for step in range(steps):
+        xb, yb = x[step * batch:(step + 1) * batch].astype(np.float64), y[step * batch:
+                                                                          (step + 1) * batch]
+        grads = numpy_mlp_grads(params, xb, yb)
+        for i, ((w, b), (gw, gb)) in enumerate(zip(params, grads)):
+            vw, vb = velocity[i]
+            if step == 0:
+                vw[...], vb[...] = gw, gb
+            else:
+                vw *= MOMENTUM
+                vw += gw
+                vb *= MOMENTUM
+                vb += gb
+            w -= LR * vw
+            b -= LR * vb
+    return params[0][0]
+
+
+def numpy_mlp_grads(params, xb, yb):
+    """Gradients of mean cross-entropy for the ReLU MLP, by hand, in the arrays' dtype."""
+    import numpy as np
+
+    activations = [xb]
+    h = xb
+    for i, (w, b) in enumerate(params):
+        h = h @ w.T + b
+        if i < len(params) - 1:
+            h = np.maximum(h, 0)
+        activations.append(h)
+    logits = activations[-1]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    grad = probs
+    grad[np.arange(len(yb)), yb] -= 1
+    grad /= len(yb)
+    grads = [None] * len(params)
+    for i in range(len(params) - 1, -1, -1):
+        w, _ = params[i]
+        grads[i] = (grad.T @ activations[i], grad.sum(axis=0))
+        if i:
+            grad = (grad @ w) * (activations[i] > 0)
+    return grads
+
+
+def check_first_layer(weight, who: str) -> None:
+    import numpy as np
+
+    expected = reference_after_steps(3, 32)
+    error = float(np.max(np.abs(weight - expected)))
+    if not error < 1e-4:
+        raise AssertionError(f"{who}: weights after 3 steps differ from the float64 reference by "
+                             f"{error:.3g}")
+
+
+def _time_steps(step, batch: int, min_time: float) -> float:
+    """Samples per second of step(start_index), with a warm-up, over at least min_time."""
+    import time
+
+    batches = POOL // batch
+    for i in range(min(5, batches)):
+        step(i % batches)
+    rates = []
+    for _ in range(3):  # median of three timed windows
+        count, started = 0, time.perf_counter()
+        while True:
+            step(count % batches)
+            count += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= min_time / 3 and count >= 3:
+                break
+        rates.append(count * batch / elapsed)
+    return statistics.median(rates)
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --- implementations (each runs in its own process) --------------------------------------------
+def run_fastnn(mode: str, batch: int, threads: int, min_time: float) -> float:
+    import numpy as np
+
+    import fastnn
+    from fastnn import nn, optim
+
+    fastnn.set_num_threads(threads)
+    x, y = make_data()
+    layers = [nn.Linear(i, o) for i, o in zip(SIZES[:-1], SIZES[1:])]
+    for layer, (w, b) in zip(layers, initial_weights()):
+        layer.weight.data[...] = w
+        layer.bias.data[...] = b
+    model = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def train(i, size):
+        loss = loss_fn(model(x[i * size:(i + 1) * size]), y[i * size:(i + 1) * size])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for i in range(3):
+        train(i, 32)
+    check_first_layer(layers[0].weight.data, "fastnn")
+    if mode == "train":
+        return _time_steps(lambda i: train(i, batch), batch, min_time)
+    if mode == "infer":
+        model.eval()
+
+        def infer(i):
+            with fastnn.no_grad():
+                model(x[i * batch:(i + 1) * batch])
+
+        return _time_steps(infer, batch, min_time)
+    _time_steps(lambda i: train(i, 128), 128, min_time)
+    del np
+    return _peak_mb()
+
+
+def run_torch(mode: str, batch: int, threads: int, min_time: float) -> float:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    x_np, y_np = make_data()
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    layers = [torch.nn.Linear(i, o) for i, o in zip(SIZES[:-1], SIZES[1:])]
+    with torch.no_grad():
+        for layer, (w, b) in zip(layers, initial_weights()):
+            layer.weight.copy_(torch.from_numpy(w))
+            layer.bias.copy_(torch.from_numpy(b))
+    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(),
+                                layers[2])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def train(i, size):
+        loss = loss_fn(model(x[i * size:(i + 1) * size]), y[i * size:(i + 1) * size])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for i in range(3):
+        train(i, 32)
+    check_first_layer(layers[0].weight.detach().numpy(), "torch")
+    if mode == "train":
+        return _time_steps(lambda i: train(i, batch), batch, min_time)
+    if mode == "infer":
+        model.eval()
+
+        def infer(i):
+            with torch.no_grad():
+                model(x[i * batch:(i + 1) * batch])
+
+        return _time_steps(infer, batch, min_time)
+    _time_steps(lambda i: train(i, 128), 128, min_time)
+    del np
+    return _peak_mb()
+
+
+def run_numpy(mode: str, batch: int, threads: int, min_time: float) -> float:
+    import numpy as np
+
+    x, y = make_data()
+    params = [(w.copy(), b.copy()) for w, b in initial_weights()]
+    velocity = [(np.zeros_like(w), np.zeros_like(b)) for w, b in params]
+    first = [True]
+
+    def train(i, size):
+        grads = numpy_mlp_grads(params, x[i * size:(i + 1) * size], y[i * size:(i + 1) * size])
+        for (w, b), (vw, vb), (gw, gb) in zip(params, velocity, grads):
+            if first[0]:
+                vw[...], vb[...] = gw, gb
+            else:
+                vw *= MOMENTUM
+                vw += gw
+                vb *= MOMENTUM
+                vb += gb
+            w -= LR * vw
+            b -= LR * vb
+        first[0] = False
+
+    for i in range(3):
+        train(i, 32)
+    check_first_layer(params[0][0], "numpy")
+    if mode == "train":
+        return _time_steps(lambda i: train(i, batch), batch, min_time)
+    if mode == "infer":
+        def infer(i):
+            h = x[i * batch:(i + 1) * batch]
+            for j, (w, b) in enumerate(params):
+                h = h @ w.T + b
+                if j < len(params) - 1:
+                    h = np.maximum(h, 0)
+
+        return _time_steps(infer, batch, min_time)
+    _time_steps(lambda i: train(i, 128), 128, min_time)
+    return _peak_mb()
+
+
+# --- driver ----------------------------------------------------------------------------------
+ROWS = [("train", 1), ("train", 32), ("train", 128), ("train", 512), ("infer", 1),
+        ("infer", 128), ("memory", 128)]
+
+
+def have_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds of timed steps per process")
+    parser.add_argument("--rows", default=",".join(f"{m}:{b}" for m, b in ROWS),
+                        help="comma-separated mode:batch (modes: train, infer, memory)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    rows = [(r.split(":")[0], int(r.split(":")[1])) for r in args.rows.split(",")]
+    path = os.path.abspath(__file__)
+    t = args.threads
+    peers = [("fastnn", "run_fastnn", fastnn_env(t))]
+    if have_torch():
+        peers.append(("torch", "run_torch", fastnn_env(t)))
+    else:
+        print("PyTorch is not installed: its column is skipped", file=sys.stderr)
+    peers.append(("numpy", "run_numpy", numpy_env(t)))
+
+    print(machine_report([t]))
+    print(f"- network 784-512-256-10 ReLU, SGD momentum {MOMENTUM}, cross-entropy, float32; "
+          f"{args.rounds} alternated rounds per row\n")
+    names = [name for name, _, _ in peers]
+    header = ["what", "batch"] + [f"{n}" for n in names] + [f"fastnn / {n}" for n in names[1:]]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for mode, batch in rows:
+        kwargs = {"mode": mode, "batch": batch, "threads": t, "min_time": args.min_time}
+        impls = [Impl(name, path, func, kwargs, **env) for name, func, env in peers]
+        for impl in impls:  # warm-up round: page cache, imports, CPU frequency
+            run_impl(impl)
+        values = {impl.name: [] for impl in impls}
+        for round_index in range(args.rounds):
+            for impl in impls:
+                values[impl.name].append(run_impl(impl))
+            if args.verbose:
+                print(f"  {mode} {batch} round {round_index + 1}: " + ", ".join(
+                    f"{n} {v[-1]:.4g}" for n, v in values.items()), file=sys.stderr)
+        medians = {n: statistics.median(v) for n, v in values.items()}
+        if mode == "memory":
+            cells = [f"{medians[n]:.0f} MB" for n in names]
+            # Lower is better for memory: show how many times less fastnn uses.
+            ratios = [f"{statistics.median(b / a for a, b in zip(values['fastnn'], values[n])):.2f}"
+                      " x less" for n in names[1:]]
+            label = "peak memory (train)"
+        else:
+            cells = [f"{medians[n]:,.0f}/s" for n in names]
+            ratios = [f"{statistics.median(a / b for a, b in zip(values['fastnn'], values[n])):.2f}"
+                      for n in names[1:]]
+            label = "train" if mode == "train" else "inference"
+        print(f"| {label} | {batch} | " + " | ".join(cells + ratios) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
