@@ -1,0 +1,261 @@
+#include "activations.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "activation_math.h"
+#include "threading.h"
+
+namespace fastnn {
+namespace {
+
+// Elements per parallel chunk: large enough that a chunk outlasts the cost of handing it out.
+constexpr int64_t kElemGrain = 1 << 14;
+
+// Rough cost of one element in work units (about one per flop; a libm call is a few dozen), so
+// that cheap activations on mid-sized arrays stay on one thread.
+constexpr int64_t act_cost(Act kind) {
+  switch (kind) {
+    case Act::identity:
+    case Act::relu:
+    case Act::leaky_relu: return 1;
+    default: return 24;
+  }
+}
+
+// The activation is a template parameter so that the switch in act_forward / act_derivative
+// folds away and each loop body is straight-line code the compiler can vectorise.
+template <Act K, class T>
+void forward_loop(T* y, const T* x, int64_t n, T alpha) {
+  parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = act_forward(K, x[i], alpha);
+  });
+}
+
+template <Act K, class T>
+void backward_loop(T* dx, const T* dy, const T* x, const T* y, int64_t n, T alpha) {
+  if (act_derivative_from_output(K, double(alpha))) {
+    // y stands in for x: these derivatives read only y, or x's sign, which y shares here.
+    parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * act_derivative(K, y[i], y[i], alpha);
+    });
+    return;
+  }
+  parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * act_derivative(K, x[i], y[i], alpha);
+  });
+}
+
+// Calls f(std::integral_constant<Act, K>{}) for the run-time kind.
+template <class F>
+void with_act(Act kind, F&& f) {
+  switch (kind) {
+    case Act::identity: return f(std::integral_constant<Act, Act::identity>{});
+    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
+    case Act::leaky_relu: return f(std::integral_constant<Act, Act::leaky_relu>{});
+    case Act::elu: return f(std::integral_constant<Act, Act::elu>{});
+    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
+    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
+    case Act::gelu: return f(std::integral_constant<Act, Act::gelu>{});
+    case Act::gelu_tanh: return f(std::integral_constant<Act, Act::gelu_tanh>{});
+    case Act::silu: return f(std::integral_constant<Act, Act::silu>{});
+    case Act::softplus: return f(std::integral_constant<Act, Act::softplus>{});
+  }
+}
+
+// Sum of a[j] * b[j] (b == nullptr: of a[j]) in eight interleaved partial sums, which the
+// compiler keeps in vector registers; the order is fixed, so the result is reproducible.
+template <class T>
+T lane_sum(const T* a, const T* b, int64_t n) {
+  constexpr int kLanes = 8;
+  T acc[kLanes] = {};
+  int64_t j = 0;
+  if (b) {
+    for (; j + kLanes <= n; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) acc[l] += a[j + l] * b[j + l];
+    }
+  } else {
+    for (; j + kLanes <= n; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) acc[l] += a[j + l];
+    }
+  }
+  T s = T(0);
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  for (; j < n; ++j) s += b ? a[j] * b[j] : a[j];
+  return s;
+}
+
+template <class T>
+T row_max(const T* x, int64_t cols) {
+  T m = x[0];
+  for (int64_t j = 1; j < cols; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// Softmax rows are independent: split rows into chunks of a fixed row count (about kElemGrain
+// elements each), so each row is computed by one thread in one fixed order.
+template <class Row>
+void for_rows(int64_t rows, int64_t cols, int64_t cost_per_elem, Row&& row) {
+  if (cols <= 0) return;
+  const int64_t grain = std::max<int64_t>(1, kElemGrain / cols);
+  parallel_for(rows, grain, cols * cost_per_elem, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) row(r);
+  });
+}
+
+}  // namespace
+
+template <class T>
+void activation_forward(T* y, const T* x, int64_t n, Activation act) {
+  const T alpha = T(act.alpha);
+  with_act(act.kind, [&](auto k) { forward_loop<decltype(k)::value>(y, x, n, alpha); });
+}
+
+template <class T>
+void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, Activation act) {
+  const T alpha = T(act.alpha);
+  with_act(act.kind, [&](auto k) { backward_loop<decltype(k)::value>(dx, dy, x, y, n, alpha); });
+}
+
+template <class T>
+double softmax_row(T* y, const T* x, int64_t cols) {
+  const T m = row_max(x, cols);
+  for (int64_t j = 0; j < cols; ++j) y[j] = std::exp(x[j] - m);
+  const T s = lane_sum<T>(y, nullptr, cols);
+  const T inv = T(1) / s;
+  for (int64_t j = 0; j < cols; ++j) y[j] *= inv;
+  return double(m) + std::log(double(s));
+}
+
+template <class T>
+void softmax_forward(T* y, const T* x, int64_t rows, int64_t cols) {
+  for_rows(rows, cols, 24, [=](int64_t r) { softmax_row(y + r * cols, x + r * cols, cols); });
+}
+
+template <class T>
+void log_softmax_forward(T* y, const T* x, int64_t rows, int64_t cols) {
+  for_rows(rows, cols, 24, [=](int64_t r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    const T m = row_max(xr, cols);
+    // Eight partial sums as in lane_sum, without a scratch row for the exponentials.
+    constexpr int kLanes = 8;
+    T acc[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= cols; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) acc[l] += std::exp(xr[j + l] - m);
+    }
+    T s = T(0);
+    for (int l = 0; l < kLanes; ++l) s += acc[l];
+    for (; j < cols; ++j) s += std::exp(xr[j] - m);
+    const T log_s = std::log(s);
+    for (j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_s;
+  });
+}
+
+template <class T>
+void softmax_backward(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols) {
+  for_rows(rows, cols, 3, [=](int64_t r) {
+    const T* dyr = dy + r * cols;
+    const T* yr = y + r * cols;
+    T* dxr = dx + r * cols;
+    const T s = lane_sum(dyr, yr, cols);
+    for (int64_t j = 0; j < cols; ++j) dxr[j] = yr[j] * (dyr[j] - s);
+  });
+}
+
+template <class T>
+void log_softmax_backward(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols) {
+  for_rows(rows, cols, 24, [=](int64_t r) {
+    const T* dyr = dy + r * cols;
+    const T* yr = y + r * cols;
+    T* dxr = dx + r * cols;
+    const T s = lane_sum<T>(dyr, nullptr, cols);
+    for (int64_t j = 0; j < cols; ++j) dxr[j] = dyr[j] - std::exp(yr[j]) * s;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// References.
+
+template <class T>
+void activation_forward_reference(T* y, const T* x, int64_t n, Activation act) {
+  for (int64_t i = 0; i < n; ++i) y[i] = act_forward(act.kind, x[i], T(act.alpha));
+}
+
+template <class T>
+void activation_backward_reference(T* dx, const T* dy, const T* x, const T* y, int64_t n,
+                                   Activation act) {
+  for (int64_t i = 0; i < n; ++i) {
+    dx[i] = dy[i] * act_derivative(act.kind, x[i], y[i], T(act.alpha));
+  }
+}
+
+template <class T>
+void softmax_forward_reference(T* y, const T* x, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    double m = -INFINITY;
+    for (int64_t j = 0; j < cols; ++j) m = std::max(m, double(xr[j]));
+    double s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += std::exp(double(xr[j]) - m);
+    for (int64_t j = 0; j < cols; ++j) yr[j] = T(std::exp(double(xr[j]) - m) / s);
+  }
+}
+
+template <class T>
+void log_softmax_forward_reference(T* y, const T* x, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    double m = -INFINITY;
+    for (int64_t j = 0; j < cols; ++j) m = std::max(m, double(xr[j]));
+    double s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += std::exp(double(xr[j]) - m);
+    for (int64_t j = 0; j < cols; ++j) yr[j] = T(double(xr[j]) - m - std::log(s));
+  }
+}
+
+template <class T>
+void softmax_backward_reference(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += double(dy[r * cols + j]) * double(y[r * cols + j]);
+    for (int64_t j = 0; j < cols; ++j) {
+      dx[r * cols + j] = T(double(y[r * cols + j]) * (double(dy[r * cols + j]) - s));
+    }
+  }
+}
+
+template <class T>
+void log_softmax_backward_reference(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += double(dy[r * cols + j]);
+    for (int64_t j = 0; j < cols; ++j) {
+      dx[r * cols + j] = T(double(dy[r * cols + j]) - std::exp(double(y[r * cols + j])) * s);
+    }
+  }
+}
+
+#define FASTNN_INSTANTIATE(T)                                                                   \
+  template void activation_forward<T>(T*, const T*, int64_t, Activation);                       \
+  template void activation_backward<T>(T*, const T*, const T*, const T*, int64_t, Activation);  \
+  template double softmax_row<T>(T*, const T*, int64_t);                                        \
+  template void softmax_forward<T>(T*, const T*, int64_t, int64_t);                             \
+  template void log_softmax_forward<T>(T*, const T*, int64_t, int64_t);                         \
+  template void softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t);                  \
+  template void log_softmax_backward<T>(T*, const T*, const T*, int64_t, int64_t);              \
+  template void activation_forward_reference<T>(T*, const T*, int64_t, Activation);             \
+  template void activation_backward_reference<T>(T*, const T*, const T*, const T*, int64_t,     \
+                                                 Activation);                                   \
+  template void softmax_forward_reference<T>(T*, const T*, int64_t, int64_t);                   \
+  template void log_softmax_forward_reference<T>(T*, const T*, int64_t, int64_t);               \
+  template void softmax_backward_reference<T>(T*, const T*, const T*, int64_t, int64_t);        \
+  template void log_softmax_backward_reference<T>(T*, const T*, const T*, int64_t, int64_t);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+#undef FASTNN_INSTANTIATE
+
+}  // namespace fastnn

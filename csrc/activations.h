@@ -1,0 +1,66 @@
+// Elementwise activations and row-wise softmax, forward and backward.
+//
+// Legend: n = number of elements of an elementwise array (any shape, flattened);
+// rows x cols = an array whose last axis (cols, the softmax axis) is contiguous and whose leading
+// axes are flattened into rows. Gradients start with d (dy = dL/dy). Every kernel overwrites its
+// outputs. Elementwise kernels allow an output to be exactly the same array as an input (in
+// place), never a partial overlap.
+#pragma once
+
+#include <cstdint>
+
+#include "activation_kind.h"
+
+namespace fastnn {
+
+// y (n) = act(x (n)), overwritten. y may be x.
+template <class T>
+void activation_forward(T* y, const T* x, int64_t n, Activation act);
+
+// dx (n) = dy (n) * act'(x), overwritten. x is the forward input and y = act(x) its output;
+// activations whose derivative follows from y alone (act_derivative_from_output) read only y.
+// dx may be dy, x or y.
+template <class T>
+void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, Activation act);
+
+// y (rows, cols) = softmax of x (rows, cols) along cols, overwritten. y may be x.
+template <class T>
+void softmax_forward(T* y, const T* x, int64_t rows, int64_t cols);
+
+// One row: y (cols) = softmax(x (cols)), overwritten; returns logsumexp(x) in double, which the
+// fused cross-entropy needs. cols >= 1; y may be x.
+template <class T>
+double softmax_row(T* y, const T* x, int64_t cols);
+
+// y (rows, cols) = log_softmax of x (rows, cols) along cols, overwritten. y may be x.
+template <class T>
+void log_softmax_forward(T* y, const T* x, int64_t rows, int64_t cols);
+
+// dx (rows, cols) = y * (dy - sum(dy * y)) per row, overwritten; y is the softmax output.
+// dx may be dy or y.
+template <class T>
+void softmax_backward(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols);
+
+// dx (rows, cols) = dy - exp(y) * sum(dy) per row, overwritten; y is the log_softmax output.
+// dx may be dy or y.
+template <class T>
+void log_softmax_backward(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols);
+
+// Plain single-threaded versions of the kernels above, with the same contracts; the tests hold
+// the fast kernels against them. The softmax references accumulate in double and compute each
+// exp twice, as the textbook formula reads.
+template <class T>
+void activation_forward_reference(T* y, const T* x, int64_t n, Activation act);
+template <class T>
+void activation_backward_reference(T* dx, const T* dy, const T* x, const T* y, int64_t n,
+                                   Activation act);
+template <class T>
+void softmax_forward_reference(T* y, const T* x, int64_t rows, int64_t cols);
+template <class T>
+void log_softmax_forward_reference(T* y, const T* x, int64_t rows, int64_t cols);
+template <class T>
+void softmax_backward_reference(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols);
+template <class T>
+void log_softmax_backward_reference(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols);
+
+}  // namespace fastnn
