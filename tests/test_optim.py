@@ -512,3 +512,23 @@ def test_fitting_a_linear_model_with_autograd_matches_torch():
         topt.step()
     np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_bit_identical_for_one_and_two_threads(name):
+    import fastnn
+
+    kwargs = {"momentum": 0.9, "lr": 0.1} if name == "SGD" else {"lr": 0.01}
+    rng = np.random.default_rng(6)
+    init = rng.standard_normal((300, 257)).astype(np.float32)
+    grads = [rng.standard_normal(init.shape).astype(np.float32) for _ in range(3)]
+    results = []
+    for threads in (1, 2):
+        fastnn.set_num_threads(threads)
+        p = Parameter(init.copy())
+        opt = getattr(optim, name)([p], **kwargs)
+        for g in grads:
+            set_grad(p, g)
+            opt.step()
+        results.append(p.data)
+    assert np.array_equal(results[0], results[1])
