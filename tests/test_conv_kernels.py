@@ -23,6 +23,10 @@ CASES = [
     ("asymmetric_padding", (2, 2, 6, 7), (3, 2, 2, 4), dict(padding=(0, 1, 1, 2))),
     ("conv1d_as_h_1", (4, 3, 1, 17), (5, 3, 1, 3), dict(padding=(0, 0, 1, 1), stride=(1, 2))),
     ("mnist_conv2", (4, 32, 13, 13), (64, 32, 3, 3), {}),
+    ("wide_same_padding", (3, 4, 10, 24), (5, 4, 3, 3), dict(padding=1)),
+    ("wide_dilated_asymmetric_groups", (2, 4, 9, 40), (6, 2, 3, 4),
+     dict(padding=(1, 0, 2, 1), dilation=(1, 2), groups=2)),
+    ("conv1d_same", (4, 6, 1, 40), (8, 6, 1, 5), dict(padding=(0, 0, 2, 2))),
 ]
 
 

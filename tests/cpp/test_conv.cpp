@@ -73,6 +73,12 @@ std::vector<Case> grid() {
       {"batch_larger_than_gradient_chunks", make(19, 2, 6, 6, 3, 3, 3, 1, 1, 1)},
       {"large_plane_single_sample_batches", make(3, 2, 30, 30, 4, 3, 3, 1, 1, 1)},
   };
+  // Stride-1 shapes wide enough for the wide unfolding, with its padded-copy variants.
+  cases.push_back({"wide_unpadded", make(3, 2, 9, 16, 3, 3, 3)});
+  cases.push_back({"wide_padded_dilated", make(2, 3, 12, 20, 4, 3, 3, 1, 1, 2, 2)});
+  Conv2dShape wide_asym = make(2, 4, 9, 21, 6, 2, 4, 2);
+  wide_asym.pad_top = 0, wide_asym.pad_bottom = 1, wide_asym.pad_left = 1, wide_asym.pad_right = 2;
+  cases.push_back({"wide_asymmetric_padding_groups", wide_asym});
   Conv2dShape asym = make(2, 2, 6, 7, 3, 2, 4);
   asym.pad_top = 0, asym.pad_bottom = 1, asym.pad_left = 1, asym.pad_right = 2;
   cases.push_back({"asymmetric_same_padding", asym});
