@@ -293,9 +293,6 @@ def test_load_state_dict_errors():
         opt.load_state_dict({"state": {}})
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="csrc/bindings/check.h compares dtypes by identity (dtype().is), and "
-                          "unpickled arrays carry equal but distinct dtype objects")
 def test_pickle_keeps_the_state():
     p = Parameter(np.zeros(3))
     opt = optim.Adam([p], lr=0.1)
