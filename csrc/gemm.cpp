@@ -45,7 +45,7 @@ constexpr int64_t kDotMaxRows = 16;
 constexpr int64_t kDirectMaxRows = 16;
 // Below this m*n*k a GEMM runs on one thread: a fork/join costs a few microseconds, more than a
 // second core saves on such a product.
-constexpr int64_t kParallelMinMNK = int64_t(1) << 18;
+constexpr int64_t kParallelMinMNK = int64_t(1) << 21;
 
 // ----- portable kernels: plain C++ the compiler vectorises for whatever ISA it targets ---------
 
