@@ -80,7 +80,14 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
 
   // One k step per iteration: unrolling lets the compiler hoist broadcasts of later steps,
   // which needs more than 16 registers and spills accumulators to the stack.
+  // C is read (beta != 0) or written only after the loop: start fetching its lines now.
+  for (int64_t i = 0; i < mr; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
   for (int64_t p = 0; p < k; ++p) {
+    // The A panel streams from L2; ask for it a few steps ahead of use.
+    _mm_prefetch(reinterpret_cast<const char*>(ap + 8 * 6), _MM_HINT_T0);
     FASTNN_TILE_STEP(ap, bp);
     ap += 6;
     bp += b_step;
@@ -185,6 +192,96 @@ void dot_4x3(int64_t k, const typename O::T* a, int64_t lda, const typename O::T
   }
 }
 
+// ----- packing ------------------------------------------------------------------------------
+
+// In-register transposes: on return r[j] holds element j of every input row, in row order.
+inline void transpose_8x8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+inline void transpose_4x4(__m256d r[4]) {
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+// Stores the first `count` (8, 6 or 4 floats; 4 or 2 doubles) lanes of v.
+inline void store_first(float* out, __m256 v, int count) {
+  if (count == 8) {
+    _mm256_storeu_ps(out, v);
+    return;
+  }
+  _mm_storeu_ps(out, _mm256_castps256_ps128(v));
+  if (count == 6) _mm_storel_pi(reinterpret_cast<__m64*>(out + 4), _mm256_extractf128_ps(v, 1));
+}
+
+inline void store_first(double* out, __m256d v, int count) {
+  if (count == 4) {
+    _mm256_storeu_pd(out, v);
+  } else {
+    _mm_storeu_pd(out, _mm256_castpd256_pd128(v));
+  }
+}
+
+// dst[p * R + r] = src[r * ld + p] for r < R, p < kc: R rows, each contiguous in p, interleaved
+// into a micro-panel. Rows go through the transpose in groups of one vector's lanes.
+template <class O, int R>
+void interleave(typename O::T* dst, const typename O::T* src, int64_t ld, int64_t kc) {
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  int64_t p = 0;
+  for (; p + L <= kc; p += L) {
+    for (int g = 0; g * L < R; ++g) {
+      V r[L];
+      for (int i = 0; i < L; ++i) {
+        r[i] = g * L + i < R ? O::load(src + (g * L + i) * ld + p) : O::zero();
+      }
+      if constexpr (L == 8) {
+        transpose_8x8(r);
+      } else {
+        transpose_4x4(r);
+      }
+      const int count = R - g * L < L ? R - g * L : L;
+      for (int j = 0; j < L; ++j) store_first(dst + (p + j) * R + g * L, r[j], count);
+    }
+  }
+  for (; p < kc; ++p) {
+    for (int r = 0; r < R; ++r) dst[p * R + r] = src[r * ld + p];
+  }
+}
+
+// dst[p * R + r] = src[p * ld + r] for r < R, p < kc: R consecutive values per row of src.
+template <class O, int R>
+void copy_rows(typename O::T* dst, const typename O::T* src, int64_t ld, int64_t kc) {
+  using T = typename O::T;
+  constexpr int L = O::kLanes;
+  for (int64_t p = 0; p < kc; ++p) {
+    const T* in = src + p * ld;
+    T* out = dst + p * R;
+    int r = 0;
+    for (; r + L <= R; r += L) O::store(out + r, O::load(in + r));
+    for (; r < R; ++r) out[r] = in[r];
+  }
+}
+
 }  // namespace
 
 void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
@@ -206,6 +303,28 @@ void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b,
                        double* c, int64_t ldc, int64_t mi, int64_t nj, double alpha,
                        double beta) {
   dot_4x3<F64>(k, a, lda, b, ldb, c, ldc, mi, nj, alpha, beta);
+}
+
+}  // namespace fastnn::gemm_detail
+
+namespace fastnn::gemm_detail {
+
+void pack_panel_avx2(float* dst, const float* src, int64_t ld, bool interleaved, int64_t r,
+                     int64_t kc) {
+  if (r == 6) {
+    interleaved ? interleave<F32, 6>(dst, src, ld, kc) : copy_rows<F32, 6>(dst, src, ld, kc);
+  } else {
+    interleaved ? interleave<F32, 16>(dst, src, ld, kc) : copy_rows<F32, 16>(dst, src, ld, kc);
+  }
+}
+
+void pack_panel_avx2(double* dst, const double* src, int64_t ld, bool interleaved, int64_t r,
+                     int64_t kc) {
+  if (r == 6) {
+    interleaved ? interleave<F64, 6>(dst, src, ld, kc) : copy_rows<F64, 6>(dst, src, ld, kc);
+  } else {
+    interleaved ? interleave<F64, 8>(dst, src, ld, kc) : copy_rows<F64, 8>(dst, src, ld, kc);
+  }
 }
 
 }  // namespace fastnn::gemm_detail

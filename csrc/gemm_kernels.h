@@ -45,6 +45,10 @@ using MicroKernel = void (*)(int64_t k, const T* ap, const T* bp, int64_t b_step
                              int64_t ldc, int64_t mr, int64_t nr, T alpha, T beta);
 
 template <class T>
+using PackPanelFn = void (*)(T* dst, const T* src, int64_t ld, bool interleaved, int64_t r,
+                             int64_t kc);
+
+template <class T>
 using DotKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                            int64_t ldc, int64_t mi, int64_t nj, T alpha, T beta);
 
@@ -60,5 +64,14 @@ void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, i
 void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
                        double* c, int64_t ldc, int64_t mi, int64_t nj, double alpha,
                        double beta);
+
+
+// Packs one full micro-panel of r rows (r = MR or NR of the AVX2 kernels: 6 or 16 floats, 6 or
+// 8 doubles) and kc steps: dst[p * r + i] = src[i * ld + p] when `interleaved` (each of the r
+// rows is contiguous in p), else dst[p * r + i] = src[p * ld + i].
+void pack_panel_avx2(float* dst, const float* src, int64_t ld, bool interleaved, int64_t r,
+                     int64_t kc);
+void pack_panel_avx2(double* dst, const double* src, int64_t ld, bool interleaved, int64_t r,
+                     int64_t kc);
 
 }  // namespace fastnn::gemm_detail
