@@ -85,9 +85,21 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
   }
-  for (int64_t p = 0; p < k; ++p) {
+  // Two k steps per iteration. The empty asm statements stop the compiler from hoisting the
+  // loads of later steps above earlier ones: with 12 accumulators live, that needs more than 16
+  // registers and spills to the stack.
+  int64_t p = 0;
+  for (; p + 2 <= k; p += 2) {
     // The A panel streams from L2; ask for it a few steps ahead of use.
-    _mm_prefetch(reinterpret_cast<const char*>(ap + 8 * 6), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ap + 16 * 6), _MM_HINT_T0);
+    FASTNN_TILE_STEP(ap, bp);
+    asm volatile("" ::: "memory");
+    FASTNN_TILE_STEP(ap + 6, bp + b_step);
+    asm volatile("" ::: "memory");
+    ap += 12;
+    bp += 2 * b_step;
+  }
+  for (; p < k; ++p) {
     FASTNN_TILE_STEP(ap, bp);
     ap += 6;
     bp += b_step;
