@@ -47,9 +47,11 @@ using gemm_detail::PackPanelFn;
 // Shape thresholds of the paths, found by measurement on Zen 3 (bench/gemm.py).
 constexpr int64_t kDotMaxRows = 16;
 constexpr int64_t kDirectMaxRows = 16;
-// Up to this m*n*k a GEMM runs on one thread: a fork/join costs a few microseconds, more than a
-// second core saves on such a product.
-constexpr int64_t kParallelMinMNK = int64_t(1) << 18;
+// Up to this m*n*k (about 10 us of work) a GEMM runs on one thread: a fork/join costs a few
+// microseconds on an idle machine, and when another process holds the second core the worker's
+// wake-up can take a whole scheduler time slice (measured: 1x784x512 on 2 threads took 8 ms at
+// the median on a loaded machine, against 35 us on one).
+constexpr int64_t kParallelMinMNK = int64_t(1) << 20;
 
 // ----- portable kernels: plain C++ the compiler vectorises for whatever ISA it targets ---------
 
