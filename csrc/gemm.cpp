@@ -45,8 +45,8 @@ using gemm_detail::MicroKernel;
 using gemm_detail::PackPanelFn;
 
 // Shape thresholds of the paths, found by measurement on Zen 3 (bench/gemm.py).
-constexpr int64_t kDotMaxRows = 16;
-constexpr int64_t kDirectMaxRows = 16;
+constexpr int64_t kDotMaxRows = 32;
+constexpr int64_t kDirectMaxRows = 32;
 // Up to this m*n*k (about 10 us of work) a GEMM runs on one thread: a fork/join costs a few
 // microseconds on an idle machine, and when another process holds the second core the worker's
 // wake-up can take a whole scheduler time slice (measured: 1x784x512 on 2 threads took 8 ms at
