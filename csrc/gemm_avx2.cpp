@@ -150,6 +150,64 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
 
 #undef FASTNN_TILE_STEP
 
+// The last, short row panel of a block (mr < 6 real rows, the rest zero padding): only ROWS rows
+// are computed instead of 6. Each accumulator sees the same FMAs in the same order as in
+// tile_6x2v, so results do not depend on which of the two kernels computed an element.
+template <class O, int ROWS>
+void tile_rows_2v(int64_t k, const typename O::T* ap, const typename O::T* bp, int64_t b_step,
+                  typename O::T* c, int64_t ldc, int64_t nr, typename O::T alpha,
+                  typename O::T beta) {
+  using T = typename O::T;
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  constexpr int NR = 2 * L;
+  V acc[ROWS][2];
+  for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = O::zero();
+  for (int64_t p = 0; p < k; ++p) {
+    const V b0 = O::load(bp), b1 = O::load(bp + L);
+    for (int i = 0; i < ROWS; ++i) {
+      const V av = O::broadcast(ap + i);
+      acc[i][0] = O::fma(av, b0, acc[i][0]);
+      acc[i][1] = O::fma(av, b1, acc[i][1]);
+    }
+    ap += 6;
+    bp += b_step;
+  }
+  T buf[ROWS][NR];
+  const V va = O::set1(alpha), vb = O::set1(beta);
+  if (beta != T(0)) {
+    for (int i = 0; i < ROWS; ++i) {
+      for (int64_t j = 0; j < NR; ++j) buf[i][j] = j < nr ? c[i * ldc + j] : T(0);
+    }
+  }
+  for (int i = 0; i < ROWS; ++i) {
+    V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
+    if (beta != T(0)) {
+      r0 = O::fma(vb, O::load(buf[i]), r0);
+      r1 = O::fma(vb, O::load(buf[i] + L), r1);
+    }
+    O::store(buf[i], r0);
+    O::store(buf[i] + L, r1);
+  }
+  for (int i = 0; i < ROWS; ++i) {
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = buf[i][j];
+  }
+}
+
+template <class O>
+void tile_6x2v_any(int64_t k, const typename O::T* ap, const typename O::T* bp, int64_t b_step,
+                   typename O::T* c, int64_t ldc, int64_t mr, int64_t nr, typename O::T alpha,
+                   typename O::T beta) {
+  switch (mr) {
+    case 1: return tile_rows_2v<O, 1>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
+    case 2: return tile_rows_2v<O, 2>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
+    case 3: return tile_rows_2v<O, 3>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
+    case 4: return tile_rows_2v<O, 4>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
+    case 5: return tile_rows_2v<O, 5>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
+    default: return tile_6x2v<O>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+  }
+}
+
 // An MI x NJ block of dot products between rows of A and rows of B, both read in place.
 template <class O, int MI, int NJ>
 void dot_tile(int64_t k, const typename O::T* a, int64_t lda, const typename O::T* b,
@@ -298,12 +356,12 @@ void copy_rows(typename O::T* dst, const typename O::T* src, int64_t ld, int64_t
 
 void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
-  tile_6x2v<F32>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+  tile_6x2v_any<F32>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
 }
 
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
                    int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
-  tile_6x2v<F64>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+  tile_6x2v_any<F64>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
 }
 
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
