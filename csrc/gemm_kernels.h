@@ -18,10 +18,11 @@
 //       columns is always packed and zero padded, so loads never run past B).
 //   k   any value >= 1 (the driver handles k == 0 before calling). The kernel accumulates in k
 //       order in registers; the k loop is unrolled with a remainder loop, so any k is exact.
-//   Edges: the whole MR x NR product is always computed (padding contributes zeros); only the
-//       store is masked, through a small tile buffer, to mr x nr. Every element of C therefore
-//       sees the same sequence of operations whether its tile is full or partial, which is what
-//       lets the driver split C among threads any way it likes without changing a single bit.
+//   Edges: all NR columns are computed (padding contributes zeros) and the store is masked,
+//       through a small tile buffer, to mr x nr. A kernel may skip rows mr..MR-1 (the AVX2 ones
+//       run an mr-row variant), but every element of C sees the same sequence of operations
+//       whether its tile is full or partial, which is what lets the driver split C among threads
+//       any way it likes without changing a single bit.
 //   beta == 0: C is not read at all (NaN or garbage in C cannot leak into the result).
 //
 // Dot-kernel contract (every DotKernel), used for op(A) * B^T with few rows of A, where B is
