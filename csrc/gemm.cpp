@@ -3,10 +3,11 @@
 //
 // Legend: m, n, k as in gemm.h; MR x NR the micro-kernel tile; MC, KC, NC the cache blocks.
 //
-// Three paths, chosen from the shape alone (never from the thread count):
+// Four paths, chosen from the shape alone (never from the thread count):
 //   dot      op(A) op(B) = A B^T with m <= kDotMaxRows: each element is a dot product of a row
 //            of A with a row of B, both read as they lie. A Linear layer's forward at small batch:
 //            the weight is streamed once, nothing is packed.
+//   row      B not transposed, m == 1 (AVX2 only): one row of C streamed against B's rows.
 //   B-direct B not transposed, m <= kDirectMaxRows: A is packed (it is small), the micro-kernel
 //            reads B's rows in place (b_step = ldb); only a last partial NR sliver is packed.
 //   packed   everything else, BLIS's loop nest (packed_serial):
@@ -43,6 +44,7 @@ namespace {
 using gemm_detail::DotKernel;
 using gemm_detail::MicroKernel;
 using gemm_detail::PackPanelFn;
+using gemm_detail::RowKernel;
 
 // Shape thresholds of the paths, found by measurement on Zen 3 (bench/gemm.py).
 constexpr int64_t kDotMaxRows = 32;
@@ -125,6 +127,7 @@ struct KernelSet {
   DotKernel<T> dot;
   int64_t dot_mi, dot_nj;
   PackPanelFn<T> pack;  // full micro-panels; null: the plain loops below
+  RowKernel<T> row;     // null: m == 1 goes through the packed path
 };
 
 template <class T>
@@ -132,7 +135,7 @@ KernelSet<T> portable_kernels() {
   // 4 x 8 floats (or 4 x 4 doubles) are 8 128-bit accumulators: fits SSE2's and NEON's files.
   constexpr int NR = 32 / int(sizeof(T));
   return {&gemm_tile_portable<T, 4, NR>, 4, NR, 128, 256, 4096, &gemm_dot_2x2_portable<T>, 2, 2,
-          nullptr};
+          nullptr, nullptr};
 }
 
 template <class T>
@@ -145,7 +148,7 @@ KernelSet<float> avx2_kernels<float>() {
   // KC 384 measured a little ahead of 256 and 512 on the MLP shapes.
   return {&gemm_detail::gemm_6x16_avx2, 6, 16, 144, 384, 4080,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          &gemm_detail::pack_panel_avx2};
+          &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2};
 #else
   return portable_kernels<float>();
 #endif
@@ -156,7 +159,7 @@ KernelSet<double> avx2_kernels<double>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
   return {&gemm_detail::gemm_6x8_avx2, 6, 8, 72, 256, 2040,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          &gemm_detail::pack_panel_avx2};
+          &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2};
 #else
   return portable_kernels<double>();
 #endif
@@ -381,6 +384,22 @@ void packed_serial(const KernelSet<T>& ks, const Problem<T>& pr, bool b_direct) 
   }
 }
 
+// One row of C (m == 1, B not transposed): the row kernel streams B's rows as they lie, with
+// enough independent accumulators to hide the FMA latency that a 1-row micro-kernel cannot.
+// Threads take column chunks.
+template <class T>
+void gemm_row_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
+  constexpr int64_t kUnit = 64;  // whole 8-vector blocks of the row kernel, float or double
+  const int64_t parts = parallel ? std::min<int64_t>(get_num_threads(), ceil_div(pr.n, kUnit)) : 1;
+  const int64_t cols = round_up(ceil_div(pr.n, parts), kUnit);
+  const int64_t a_step = pr.trans_a ? pr.lda : 1;
+  run_tasks(ceil_div(pr.n, cols), parts > 1, [&](int64_t t) {
+    const int64_t j0 = t * cols, width = std::min(cols, pr.n - j0);
+    ks.row(pr.k, width, pr.a, a_step, pr.b + j0, pr.ldb, pr.c + j0, pr.alpha, pr.beta);
+    finish_block(pr, 0, j0, 1, width);
+  });
+}
+
 // The packed path on several threads: C is cut into one block per thread, along m or n, and each
 // thread runs packed_serial on its block with its own packing buffers. Nothing is shared, so the
 // threads never wait for each other inside the call (a barrier costs a whole time slice when
@@ -421,6 +440,8 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
   const bool parallel = get_num_threads() > 1 && pr.m * pr.n * pr.k > kParallelMinMNK;
   if (!pr.trans_a && pr.trans_b && pr.m <= kDotMaxRows) {
     gemm_dot_path(ks, pr, parallel);
+  } else if (!pr.trans_b && pr.m == 1 && ks.row) {
+    gemm_row_path(ks, pr, parallel);
   } else {
     gemm_packed_path(ks, pr, parallel, !pr.trans_b && pr.m <= kDirectMaxRows);
   }

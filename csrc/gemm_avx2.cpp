@@ -3,6 +3,8 @@
 // only when cpu_has_avx2_fma() says the CPU can run it.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "gemm_kernels.h"
 
 namespace fastnn::gemm_detail {
@@ -20,6 +22,11 @@ struct F32 {
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  // The first `count` lanes from p (count < 8); the other lanes are zero and are not read.
+  static V load_first(const float* p, int count) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane));
+  }
   static float lane_sum(V v) {  // ((0+4)+(2+6)) + ((1+5)+(3+7)), always in this order
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -39,6 +46,10 @@ struct F64 {
   static V set1(double x) { return _mm256_set1_pd(x); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static V load_first(const double* p, int count) {
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), lane));
+  }
   static double lane_sum(V v) {  // (0+2) + (1+3)
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
@@ -208,6 +219,78 @@ void tile_6x2v_any(int64_t k, const typename O::T* ap, const typename O::T* bp, 
   }
 }
 
+// One row of C: C[j] = alpha * sum_p a[p * a_step] * B[p * ldb + j] (+ beta * C[j]), j < n.
+// B is streamed row by row as it lies (axpy form), four rows per pass over a chunk of columns,
+// while the sums wait in a small buffer in L1. Each sum still starts from zero and takes its FMAs
+// in k order, then the micro-kernels' store arithmetic.
+template <class O>
+void row_times_matrix(int64_t k, int64_t n, const typename O::T* a, int64_t a_step,
+                      const typename O::T* b, int64_t ldb, typename O::T* c, typename O::T alpha,
+                      typename O::T beta) {
+  using T = typename O::T;
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  constexpr int64_t kChunk = 4096 / sizeof(T);  // 4 KB of sums
+  alignas(32) T acc[kChunk];
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t width = std::min(kChunk, n - j0);
+    const int64_t full = width / L * L;
+    const int tail = int(width - full);
+    for (int64_t j = 0; j < full + (tail ? L : 0); ++j) acc[j] = T(0);
+    const T* bj = b + j0;
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+      const V a0 = O::broadcast(a + p * a_step), a1 = O::broadcast(a + (p + 1) * a_step);
+      const V a2 = O::broadcast(a + (p + 2) * a_step), a3 = O::broadcast(a + (p + 3) * a_step);
+      const T* r0 = bj + p * ldb;
+      const T* r1 = r0 + ldb;
+      const T* r2 = r1 + ldb;
+      const T* r3 = r2 + ldb;
+      for (int64_t j = 0; j < full; j += L) {
+        V v = O::load(acc + j);
+        v = O::fma(a0, O::load(r0 + j), v);
+        v = O::fma(a1, O::load(r1 + j), v);
+        v = O::fma(a2, O::load(r2 + j), v);
+        v = O::fma(a3, O::load(r3 + j), v);
+        O::store(acc + j, v);
+      }
+      if (tail) {
+        V v = O::load(acc + full);
+        v = O::fma(a0, O::load_first(r0 + full, tail), v);
+        v = O::fma(a1, O::load_first(r1 + full, tail), v);
+        v = O::fma(a2, O::load_first(r2 + full, tail), v);
+        v = O::fma(a3, O::load_first(r3 + full, tail), v);
+        O::store(acc + full, v);
+      }
+    }
+    for (; p < k; ++p) {
+      const V a0 = O::broadcast(a + p * a_step);
+      const T* r0 = bj + p * ldb;
+      for (int64_t j = 0; j < full; j += L) {
+        O::store(acc + j, O::fma(a0, O::load(r0 + j), O::load(acc + j)));
+      }
+      if (tail) {
+        O::store(acc + full, O::fma(a0, O::load_first(r0 + full, tail), O::load(acc + full)));
+      }
+    }
+    const V va = O::set1(alpha), vb = O::set1(beta);
+    T* cj = c + j0;
+    for (int64_t j = 0; j < full; j += L) {
+      V r = O::mul(va, O::load(acc + j));
+      if (beta != T(0)) r = O::fma(vb, O::load(cj + j), r);
+      O::store(cj + j, r);
+    }
+    if (tail) {
+      T buf[L];
+      for (int j = 0; j < L; ++j) buf[j] = j < tail && beta != T(0) ? cj[full + j] : T(0);
+      V r = O::mul(va, O::load(acc + full));
+      if (beta != T(0)) r = O::fma(vb, O::load(buf), r);
+      O::store(buf, r);
+      for (int j = 0; j < tail; ++j) cj[full + j] = buf[j];
+    }
+  }
+}
+
 // An MI x NJ block of dot products between rows of A and rows of B, both read in place.
 template <class O, int MI, int NJ>
 void dot_tile(int64_t k, const typename O::T* a, int64_t lda, const typename O::T* b,
@@ -362,6 +445,16 @@ void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step,
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
                    int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
   tile_6x2v_any<F64>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+}
+
+void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
+                   int64_t ldb, float* c, float alpha, float beta) {
+  row_times_matrix<F32>(k, n, a, a_step, b, ldb, c, alpha, beta);
+}
+
+void gemm_row_avx2(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
+                   int64_t ldb, double* c, double alpha, double beta) {
+  row_times_matrix<F64>(k, n, a, a_step, b, ldb, c, alpha, beta);
 }
 
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,

@@ -49,6 +49,14 @@ template <class T>
 using PackPanelFn = void (*)(T* dst, const T* src, int64_t ld, bool interleaved, int64_t r,
                              int64_t kc);
 
+// Row kernel: one row of C times a B read in place (B not transposed, row stride ldb):
+//   C[j] = alpha * sum_{p<k} A[p * a_step] * B[p * ldb + j]  (+ beta * C[j]),  j < n.
+// All of k in one pass: one accumulator per element from zero, FMAs in k order, then the
+// micro-kernels' store arithmetic. beta == 0: C is not read.
+template <class T>
+using RowKernel = void (*)(int64_t k, int64_t n, const T* a, int64_t a_step, const T* b,
+                           int64_t ldb, T* c, T alpha, T beta);
+
 template <class T>
 using DotKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                            int64_t ldc, int64_t mi, int64_t nj, T alpha, T beta);
@@ -60,6 +68,10 @@ void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step,
                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
                    int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta);
+void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
+                   int64_t ldb, float* c, float alpha, float beta);
+void gemm_row_avx2(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
+                   int64_t ldb, double* c, double alpha, double beta);
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                        float* c, int64_t ldc, int64_t mi, int64_t nj, float alpha, float beta);
 void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
