@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include <type_traits>
+
 #include "activation_math.h"
+#include "cpu.h"
 #include "threading.h"
 
 namespace fastnn {
@@ -25,25 +28,57 @@ constexpr int64_t act_cost(Act kind) {
 
 // The activation is a template parameter so that the switch in act_forward / act_derivative
 // folds away and each loop body is straight-line code the compiler can vectorise.
+// True when the AVX2 loop of activations_avx2.cpp serves this activation and type.
+template <Act K, class T>
+bool use_relu_avx2() {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  if constexpr (std::is_same_v<T, float> && (K == Act::relu || K == Act::leaky_relu)) {
+    return cpu_has_avx2_fma();
+  }
+#endif
+  return false;
+}
+
 template <Act K, class T>
 void forward_loop(T* y, const T* x, int64_t n, T alpha) {
+  const bool avx2 = use_relu_avx2<K, T>();
   parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = act_forward(K, x[i], alpha);
+    int64_t i = begin;
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2) {
+        i += detail::relu_family_forward_avx2(y + i, x + i, end - i, K == Act::leaky_relu,
+                                              alpha);
+      }
+    }
+#endif
+    for (; i < end; ++i) y[i] = act_forward(K, x[i], alpha);
   });
+  (void)avx2;
 }
 
 template <Act K, class T>
 void backward_loop(T* dx, const T* dy, const T* x, const T* y, int64_t n, T alpha) {
   if (act_derivative_from_output(K, double(alpha))) {
     // y stands in for x: these derivatives read only y, or x's sign, which y shares here.
-    parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * act_derivative(K, y[i], y[i], alpha);
-    });
-    return;
+    x = y;
   }
+  const bool avx2 = use_relu_avx2<K, T>();
   parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * act_derivative(K, x[i], y[i], alpha);
+    int64_t i = begin;
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2) {
+        // relu reads y; leaky_relu reads y when alpha > 0, else x (already swapped above).
+        const T* src = K == Act::relu ? y : x;
+        i += detail::relu_family_backward_avx2(dx + i, dy + i, src + i, end - i,
+                                               K == Act::leaky_relu, alpha);
+      }
+    }
+#endif
+    for (; i < end; ++i) dx[i] = dy[i] * act_derivative(K, x[i], y[i], alpha);
   });
+  (void)avx2;
 }
 
 // Calls f(std::integral_constant<Act, K>{}) for the run-time kind.

@@ -63,4 +63,16 @@ void softmax_backward_reference(T* dx, const T* dy, const T* y, int64_t rows, in
 template <class T>
 void log_softmax_backward_reference(T* dx, const T* dy, const T* y, int64_t rows, int64_t cols);
 
+namespace detail {
+
+// AVX2 loops for the branchy activations, which GCC does not vectorise without
+// -fno-trapping-math (it will not turn a float compare into a select). Each handles a prefix of
+// [0, n) in whole vectors with the same arithmetic as act_forward / act_derivative, and returns
+// how many elements it did; the caller finishes the tail. Call only if cpu_has_avx2_fma().
+// leaky == false means relu. For the backward, src is y when alpha > 0 (or relu), else x.
+int64_t relu_family_forward_avx2(float* y, const float* x, int64_t n, bool leaky, float alpha);
+int64_t relu_family_backward_avx2(float* dx, const float* dy, const float* src, int64_t n,
+                                  bool leaky, float alpha);
+
+}  // namespace detail
 }  // namespace fastnn
