@@ -74,5 +74,18 @@ int64_t relu_family_forward_avx2(float* y, const float* x, int64_t n, bool leaky
 int64_t relu_family_backward_avx2(float* dx, const float* dy, const float* src, int64_t n,
                                   bool leaky, float alpha);
 
+
+// Vectorised exp for the exponential-based kernels. Accurate to about 2 ulp, except that
+// results below the smallest normal float (x < -87.3) are flushed to zero; NaN propagates.
+// y = exp(x - shift) for the prefix it returns; every x - shift must be <= 0 (softmax rows).
+int64_t exp_shifted_avx2(float* y, const float* x, float shift, int64_t n);
+// Sum of exp(x - shift) over the prefix of length *done, in a fixed order; x - shift <= 0.
+float sum_exp_shifted_avx2(const float* x, float shift, int64_t n, int64_t* done);
+// sigmoid and silu forward, silu backward (dx = dy * silu'(x)), same formulas as
+// activation_math.h with the exp above.
+int64_t sigmoid_forward_avx2(float* y, const float* x, int64_t n);
+int64_t silu_forward_avx2(float* y, const float* x, int64_t n);
+int64_t silu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n);
+
 }  // namespace detail
 }  // namespace fastnn
