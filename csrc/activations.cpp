@@ -149,6 +149,12 @@ T lane_sum(const T* a, const T* b, int64_t n) {
 
 template <class T>
 T row_max(const T* x, int64_t cols) {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    // The portable loop stays scalar: GCC will not turn a float compare into a max.
+    if (avx2_usable()) return detail::row_max_avx2(x, cols);
+  }
+#endif
   T m = x[0];
   for (int64_t j = 1; j < cols; ++j) m = x[j] > m ? x[j] : m;
   return m;

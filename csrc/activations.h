@@ -81,6 +81,9 @@ int64_t relu_family_backward_avx2(float* dx, const float* dy, const float* src, 
 int64_t exp_shifted_avx2(float* y, const float* x, float shift, int64_t n);
 // Sum of exp(x - shift) over the prefix of length *done, in a fixed order; x - shift <= 0.
 float sum_exp_shifted_avx2(const float* x, float shift, int64_t n, int64_t* done);
+// Largest element of x (cols >= 1). With a NaN in the row the result may or may not be NaN;
+// the softmax of such a row is all NaN either way.
+float row_max_avx2(const float* x, int64_t cols);
 // sigmoid and silu forward, silu backward (dx = dy * silu'(x)), same formulas as
 // activation_math.h with the exp above.
 int64_t sigmoid_forward_avx2(float* y, const float* x, int64_t n);

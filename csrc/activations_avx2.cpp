@@ -99,6 +99,20 @@ float sum_exp_shifted_avx2(const float* x, float shift, int64_t n, int64_t* done
   return sum;
 }
 
+float row_max_avx2(const float* x, int64_t cols) {
+  float m = x[0];
+  int64_t j = 0;
+  if (cols >= 8) {
+    __m256 acc = _mm256_loadu_ps(x);
+    for (j = 8; j + 8 <= cols; j += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + j));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    for (float l : lanes) m = l > m ? l : m;
+  }
+  for (; j < cols; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 int64_t sigmoid_forward_avx2(float* y, const float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, sigmoid(_mm256_loadu_ps(x + i)));
