@@ -31,10 +31,11 @@ constexpr int64_t act_cost(Act kind) {
 // Activations with an AVX2 loop in activations_avx2.cpp (float only). The others call libm
 // functions GCC cannot vectorise, or are vectorised well enough by the compiler.
 constexpr bool has_avx2_forward(Act k) {
-  return k == Act::relu || k == Act::leaky_relu || k == Act::sigmoid || k == Act::silu;
+  return k == Act::relu || k == Act::leaky_relu || k == Act::sigmoid || k == Act::silu ||
+         k == Act::tanh || k == Act::gelu_tanh;
 }
 constexpr bool has_avx2_backward(Act k) {
-  return k == Act::relu || k == Act::leaky_relu || k == Act::silu;
+  return k == Act::relu || k == Act::leaky_relu || k == Act::silu || k == Act::gelu_tanh;
 }
 
 bool avx2_usable() {
@@ -55,13 +56,17 @@ int64_t forward_avx2(float* y, const float* x, int64_t n, float alpha) {
     return detail::sigmoid_forward_avx2(y, x, n);
   } else if constexpr (K == Act::silu) {
     return detail::silu_forward_avx2(y, x, n);
+  } else if constexpr (K == Act::tanh) {
+    return detail::tanh_forward_avx2(y, x, n);
+  } else if constexpr (K == Act::gelu_tanh) {
+    return detail::gelu_tanh_forward_avx2(y, x, n);
   }
 #endif
   (void)y, (void)x, (void)n, (void)alpha;
   return 0;
 }
 
-// src is what relu / leaky_relu test the sign of (see backward_loop); silu reads x.
+// src is what relu / leaky_relu test the sign of (see backward_loop); the others read x.
 template <Act K>
 int64_t backward_avx2(float* dx, const float* dy, const float* x, const float* src, int64_t n,
                       float alpha) {
@@ -70,6 +75,8 @@ int64_t backward_avx2(float* dx, const float* dy, const float* x, const float* s
     return detail::relu_family_backward_avx2(dx, dy, src, n, K == Act::leaky_relu, alpha);
   } else if constexpr (K == Act::silu) {
     return detail::silu_backward_avx2(dx, dy, x, n);
+  } else if constexpr (K == Act::gelu_tanh) {
+    return detail::gelu_tanh_backward_avx2(dx, dy, x, n);
   }
 #endif
   (void)dx, (void)dy, (void)x, (void)src, (void)n, (void)alpha;

@@ -89,6 +89,11 @@ float row_max_avx2(const float* x, int64_t cols);
 int64_t sigmoid_forward_avx2(float* y, const float* x, int64_t n);
 int64_t silu_forward_avx2(float* y, const float* x, int64_t n);
 int64_t silu_backward_avx2(float* dx, const float* dy, const float* x, int64_t n);
+// tanh forward, and gelu_tanh forward and backward, with a vectorised tanh (an odd polynomial
+// below |x| = 0.625, (1 - e) / (1 + e) with e = exp(-2|x|) above).
+int64_t tanh_forward_avx2(float* y, const float* x, int64_t n);
+int64_t gelu_tanh_forward_avx2(float* y, const float* x, int64_t n);
+int64_t gelu_tanh_backward_avx2(float* dx, const float* dy, const float* x, int64_t n);
 
 }  // namespace detail
 }  // namespace fastnn

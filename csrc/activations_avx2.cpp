@@ -73,7 +73,70 @@ inline __m256 sigmoid(__m256 x) {
   return _mm256_div_ps(_mm256_blendv_ps(e, one, nonneg), denom);
 }
 
+// tanh(x): Cephes tanhf's odd polynomial for |x| < 0.625, where 1 - e would lose digits to
+// cancellation; sign(x) * (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.29 above.
+inline __m256 tanh(__m256 x) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+  const __m256 ax = _mm256_andnot_ps(sign_bit, x);
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
+  // x + x^3 * p(x^2) has the sign of x there; set it explicitly so that tanh(-0) = -0.
+  const __m256 small_abs = _mm256_fmadd_ps(_mm256_mul_ps(p, z), ax, ax);
+  const __m256 small = _mm256_or_ps(small_abs, _mm256_and_ps(sign_bit, x));
+  const __m256 e = exp_nonpositive(_mm256_mul_ps(ax, _mm256_set1_ps(-2.0f)));
+  const __m256 large = _mm256_or_ps(
+      _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e)), _mm256_and_ps(sign_bit, x));
+  return _mm256_blendv_ps(large, small, _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
+}
+
+// The argument of tanh in gelu_tanh: sqrt(2 / pi) * (x + 0.044715 x^3).
+inline __m256 gelu_tanh_inner(__m256 x) {
+  const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+  return _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
+                       _mm256_add_ps(x, _mm256_mul_ps(_mm256_set1_ps(0.044715f), x3)));
+}
+
 }  // namespace
+
+int64_t tanh_forward_avx2(float* y, const float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, tanh(_mm256_loadu_ps(x + i)));
+  return i;
+}
+
+int64_t gelu_tanh_forward_avx2(float* y, const float* x, int64_t n) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 t = tanh(gelu_tanh_inner(v));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t)));
+  }
+  return i;
+}
+
+int64_t gelu_tanh_backward_avx2(float* dx, const float* dy, const float* x, int64_t n) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const __m256 k = _mm256_set1_ps(0.7978845608028654f);
+  const __m256 c3 = _mm256_set1_ps(float(3 * 0.044715));
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 t = tanh(gelu_tanh_inner(v));
+    // 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2 / pi) (1 + 3 * 0.044715 x^2)
+    const __m256 v2 = _mm256_mul_ps(v, v);
+    const __m256 du = _mm256_mul_ps(k, _mm256_add_ps(one, _mm256_mul_ps(c3, v2)));
+    const __m256 sech2 = _mm256_sub_ps(one, _mm256_mul_ps(t, t));
+    const __m256 d = _mm256_add_ps(_mm256_mul_ps(half, _mm256_add_ps(one, t)),
+                                   _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(half, v), sech2), du));
+    _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dy + i), d));
+  }
+  return i;
+}
 
 int64_t exp_shifted_avx2(float* y, const float* x, float shift, int64_t n) {
   const __m256 s = _mm256_set1_ps(shift);
