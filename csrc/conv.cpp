@@ -21,6 +21,7 @@
 #include <cstring>
 #include <vector>
 
+#include "activation_math.h"
 #include "gemm.h"
 #include "threading.h"
 
@@ -281,7 +282,15 @@ bool conv2d_finish_shape(Conv2dShape& s) {
 }
 
 template <class T>
-void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s) {
+void conv2d_forward(T* y, T* z, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                    Activation act) {
+  const bool plain = act.kind == Act::identity && !z;
+  const T alpha = static_cast<T>(act.alpha);
+  // v = conv + bias of output element e: z[e] = v, y[e] = act(v).
+  const auto finish = [&](T* out, int64_t e, T v) {
+    if (z) z[e] = v;
+    out[e] = act_forward(act.kind, v, alpha);
+  };
   const int64_t p = s.out_plane(), k = s.patch(), ocg = s.ocg(), cg = s.cg();
   const int64_t x_sample = s.c * s.h * s.w, y_sample = s.oc * p;
   const Layout l = layout_of(s);
@@ -308,10 +317,14 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dShape&
         const T* b_mat = l.pointwise ? xg : cols;
         if (direct) {
           gemm<T>(false, false, ocg, p, k, T(1), wg, k, b_mat, p, T(0), yg, p);
-          for (int64_t o = 0; b && o < ocg; ++o) {
+          for (int64_t o = 0; o < ocg; ++o) {
             T* row = yg + o * p;
-            const T bias = b[g * ocg + o];
-            for (int64_t q = 0; q < p; ++q) row[q] += bias;
+            const T bias = b ? b[g * ocg + o] : T(0);
+            if (plain) {
+              for (int64_t q = 0; b && q < p; ++q) row[q] += bias;
+            } else {
+              for (int64_t q = 0; q < p; ++q) finish(y, row + q - y, row[q] + bias);
+            }
           }
           continue;
         }
@@ -323,7 +336,11 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dShape&
             for (int64_t oh = 0; oh < s.oh; ++oh) {
               const T* src = out + o * ld + i * l.len + oh * l.row_stride;
               T* dst = yg + i * y_sample + o * p + oh * s.ow;
-              for (int64_t q = 0; q < s.ow; ++q) dst[q] = src[q] + bias;
+              if (plain) {
+                for (int64_t q = 0; q < s.ow; ++q) dst[q] = src[q] + bias;
+              } else {
+                for (int64_t q = 0; q < s.ow; ++q) finish(y, dst + q - y, src[q] + bias);
+              }
             }
           }
         }
@@ -333,18 +350,37 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dShape&
 }
 
 template <class T>
-void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-                     const Conv2dShape& s, bool accumulate) {
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y,
+                     const T* z, const Conv2dShape& s, Activation act, bool accumulate) {
   const int64_t p = s.out_plane(), k = s.patch(), ocg = s.ocg(), cg = s.cg();
   const int64_t x_sample = s.c * s.h * s.w, y_sample = s.oc * p, w_size = s.oc * k;
   const Layout l = layout_of(s);
+  const bool fused = act.kind != Act::identity;
+  const T alpha = static_cast<T>(act.alpha);
+  // dst[0, n) = dZ at output elements [e, e + n).
+  const auto grad_run = [&](T* dst, int64_t e, int64_t n) {
+    if (!fused) {
+      copy_run(dst, dy + e, n);
+      return;
+    }
+    for (int64_t q = 0; q < n; ++q) {
+      const T zq = z ? z[e + q] : T(0);
+      const T yq = y ? y[e + q] : act_forward(act.kind, zq, alpha);
+      dst[q] = dy[e + q] * act_derivative(act.kind, zq, yq, alpha);
+    }
+  };
 
   if (db) {
     // One channel per item, summed over samples in a fixed order, in double.
     parallel_for(s.oc, 1, s.n * p, [&](int64_t o0, int64_t o1) {
+      T* dz = fused ? scratch<T>(0, p) : nullptr;
       for (int64_t o = o0; o < o1; ++o) {
         double sum = 0.0;
-        for (int64_t n = 0; n < s.n; ++n) sum += plane_sum(dy + n * y_sample + o * p, p);
+        for (int64_t n = 0; n < s.n; ++n) {
+          const int64_t e = n * y_sample + o * p;
+          if (fused) grad_run(dz, e, p);
+          sum += plane_sum(fused ? dz : dy + e, p);
+        }
         db[o] = static_cast<T>(accumulate ? static_cast<double>(db[o]) + sum : sum);
       }
     });
@@ -371,8 +407,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
       for (int64_t n0 = first; n0 < last; n0 += sb) {
         const int64_t nb = std::min(sb, last - n0), ld = nb * l.len;
         const T beta = n0 == first ? T(0) : T(1);
-        // One exact-layout sample: dy is used as it lies; else it is gathered into layout l.
-        const bool direct = nb == 1 && !l.wide;
+        // One exact-layout sample: dy is used as it lies; else dZ is gathered into layout l.
+        const bool direct = nb == 1 && !l.wide && !fused;
         T* cols = l.pointwise ? nullptr : scratch<T>(0, k * ld);
         T* dy_cols = direct ? nullptr : scratch<T>(1, ocg * ld);
         T* pad = l.padded ? scratch<T>(3, cg * l.plane) : nullptr;
@@ -386,9 +422,9 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
             for (int64_t i = 0; i < nb; ++i) {
               for (int64_t o = 0; o < ocg; ++o) {
                 for (int64_t oh = 0; oh < s.oh; ++oh) {
-                  const T* src = dyg + i * y_sample + o * p + oh * s.ow;
+                  const int64_t e = (n0 + i) * y_sample + (g * ocg + o) * p + oh * s.ow;
                   T* dst = dy_cols + o * ld + i * l.len + oh * l.row_stride;
-                  copy_run(dst, src, s.ow);
+                  grad_run(dst, e, s.ow);
                   // Wide columns get a zero gradient, so they add nothing to dW or dX.
                   std::fill(dst + s.ow, dst + l.row_stride, T(0));
                 }
@@ -508,9 +544,10 @@ void conv2d_backward_reference(T* dx, T* dw, T* db, const T* dy, const T* x, con
 }
 
 #define FASTNN_INSTANTIATE_CONV(T)                                                            \
-  template void conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2dShape&);      \
-  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*,                  \
-                                   const Conv2dShape&, bool);                                 \
+  template void conv2d_forward<T>(T*, T*, const T*, const T*, const T*, const Conv2dShape&,   \
+                                  Activation);                                                \
+  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
+                                   const T*, const Conv2dShape&, Activation, bool);           \
   template void conv2d_forward_reference<T>(T*, const T*, const T*, const T*,                 \
                                             const Conv2dShape&);                              \
   template void conv2d_backward_reference<T>(T*, T*, T*, const T*, const T*, const T*,        \
