@@ -108,10 +108,10 @@ void check_all_activations() {
   }
 }
 
-TEST_F(ActivationKernels, ActivationsMatchReferenceAwkwardSizesFloat) { check_all_activations<float>(); }
-TEST_F(ActivationKernels, ActivationsMatchReferenceAwkwardSizesDouble) { check_all_activations<double>(); }
+TEST_F(ActivationKernels, MatchReferenceFloat) { check_all_activations<float>(); }
+TEST_F(ActivationKernels, MatchReferenceDouble) { check_all_activations<double>(); }
 
-TEST_F(ActivationKernels, ActivationsLargeArrayIdenticalAcrossThreadCounts) {
+TEST_F(ActivationKernels, LargeArrayIdenticalAcrossThreadCounts) {
   for (Act kind : {Act::relu, Act::gelu, Act::softplus}) {
     check_activation<float>(kind, 0.0, 1000003);
     check_activation<double>(kind, 0.0, 1000003);
