@@ -638,8 +638,8 @@ def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims:
         gy = np.ascontiguousarray(g, dtype=dtype).reshape(y.shape)
         dx = np.empty_like(x) if input.requires_grad else None
         ((dw, return_w), (db, return_b)), accumulate = _grad_targets(weight, bias)
-        _ops.conv2d_backward(gy, x, w, dx, None if dw is None else dw.reshape(w.shape), db,
-                             accumulate=accumulate, **options)
+        _ops.conv2d_backward(gy, x, w, dX=dx, dW=None if dw is None else dw.reshape(w.shape),
+                             db=db, accumulate=accumulate, **options)
         return _with_param_grads(None if dx is None else dx.reshape(input.shape), weight, dw,
                                  return_w, bias, db, return_b)
 
