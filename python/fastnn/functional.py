@@ -518,3 +518,384 @@ def one_hot(labels, num_classes: int = -1) -> Tensor:
         raise ValueError(f"one_hot: labels must be in [0, {num_classes}), got range "
                          f"[{labels.min()}, {labels.max()}]")
     return Tensor(np.eye(num_classes, dtype=np.int64)[labels])
+
+
+# --- convolution, pooling, normalization -------------------------------------------------------
+# Layouts are NCHW (NCL for 1-D ops). An unbatched input, (C, H, W) or (C, L), runs as a batch of
+# one. The input is converted to the parameters' dtype (each kernel takes one dtype); parameter
+# gradients are written straight into the leaves' .grad buffers by the backward kernels.
+def _int_tuple(value, n: int, name: str, op: str) -> tuple:
+    """An int or a sequence of n ints, as a tuple of n ints."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if is_int(value):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(is_int(v) for v in value):
+        return tuple(int(v) for v in value)
+    raise TypeError(f"{op}: {name} must be an int or a tuple of {n} ints, got {value!r}")
+
+
+def _renamed(error: Exception, op: str) -> Exception:
+    """The same error under the public op's name instead of the binding's."""
+    head, sep, rest = str(error).partition(": ")
+    message = rest if sep and head.startswith("fastnn.") else str(error)
+    return type(error)(f"{op}: {message}")
+
+
+def _grad_targets(*params):
+    """Gradient buffers of parameters that one kernel call fills under one accumulate flag.
+
+    Returns ([(array or None, returned), ...], accumulate). When some parameters already hold
+    a gradient and others do not, the fresh buffers are zeroed so that all can accumulate.
+    """
+    targets = [_grad_target(p) for p in params]
+    flags = {acc for buffer, acc, _ in targets if buffer is not None}
+    if len(flags) == 2:
+        for buffer, acc, _ in targets:
+            if buffer is not None and not acc:
+                buffer[...] = 0
+    return [(buffer, returned) for buffer, _, returned in targets], True in flags
+
+
+def _with_param_grads(dx, weight, dg, return_g, bias, db, return_b) -> tuple:
+    """Gradients for the parents (input, weight, bias), skipping absent parameters."""
+    grads = [dx]
+    if weight is not None:
+        grads.append(dg if return_g else None)
+    if bias is not None:
+        grads.append(db if return_b else None)
+    return tuple(grads)
+
+
+def _add_batch_axis(input: Tensor, op: str, dims: int, layout: str) -> bool:
+    """Checks input is `dims`-D (batched) or one less (unbatched); True when unbatched."""
+    if input.ndim == dims:
+        return False
+    if input.ndim == dims - 1:
+        return True
+    raise ValueError(f"{op}: expected input {layout} or unbatched {layout.replace('N, ', '')}, "
+                     f"got shape {input.shape}")
+
+
+def _conv_padding(padding, kernel: tuple, stride: tuple, dilation: tuple, op: str) -> tuple:
+    """(before, after) pairs per spatial axis for an int, a tuple, "valid" or "same".
+
+    "same" splits the total d * (k - 1) as PyTorch does, the odd one after (bottom / right).
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * len(kernel)
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(f"{op}: padding='same' needs stride 1, got stride {stride}")
+            return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
+                         for k, d in zip(kernel, dilation))
+        raise ValueError(f"{op}: padding must be 'same', 'valid', an int or a tuple of ints, "
+                         f"got {padding!r}")
+    pads = _int_tuple(padding, len(kernel), "padding", op)
+    if any(p < 0 for p in pads):
+        raise ValueError(f"{op}: padding must be >= 0, got {padding!r}")
+    return tuple((p, p) for p in pads)
+
+
+def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims: int) -> Tensor:
+    """conv1d and conv2d, both on the conv2d kernel (1-D as planes of height 1)."""
+    input = _tensor(input)
+    layout = "(N, C, L)" if dims == 1 else "(N, C, H, W)"
+    unbatched = _add_batch_axis(input, op, dims + 2, layout)
+    if weight.ndim != dims + 2:
+        raise ValueError(f"{op}: weight must be {dims + 2}-D (out_channels, in_channels / groups, "
+                         f"*kernel_size), got shape {weight.shape}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    stride = _int_tuple(stride, dims, "stride", op)
+    dilation = _int_tuple(dilation, dims, "dilation", op)
+    pads = _conv_padding(padding, tuple(weight.shape[2:]), stride, dilation, op)
+    dtype = weight.dtype
+    x = _float_data(input, op, dtype)
+    w = _float_data(weight, op, dtype)
+    b = None if bias is None else _float_data(bias, op, dtype)
+    if unbatched:
+        x = x[None]
+    if dims == 1:
+        x = x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+        w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+        options = dict(stride=(1, stride[0]), padding=(0, 0) + pads[0],
+                       dilation=(1, dilation[0]), groups=int(groups))
+    else:
+        options = dict(stride=stride, padding=pads[0] + pads[1], dilation=dilation,
+                       groups=int(groups))
+    try:
+        y = np.empty(_ops.conv2d_output_shape(x.shape, w.shape, **options), dtype=dtype)
+        _ops.conv2d_forward(y, x, w, b, **options)
+    except (ValueError, TypeError) as error:
+        raise _renamed(error, op) from None
+    out_shape = y.shape if dims == 2 else y.shape[:2] + y.shape[3:]
+    out = y.reshape(out_shape[1:] if unbatched else out_shape)
+
+    def backward(g):
+        gy = np.ascontiguousarray(g, dtype=dtype).reshape(y.shape)
+        dx = np.empty_like(x) if input.requires_grad else None
+        ((dw, return_w), (db, return_b)), accumulate = _grad_targets(weight, bias)
+        _ops.conv2d_backward(gy, x, w, dX=dx, dW=None if dw is None else dw.reshape(w.shape),
+                             db=db, accumulate=accumulate, **options)
+        return _with_param_grads(None if dx is None else dx.reshape(input.shape), weight, dw,
+                                 return_w, bias, db, return_b)
+
+    parents = (input, weight) if bias is None else (input, weight, bias)
+    return Tensor._from_op(out, parents, backward)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    """2-D cross-correlation, as torch.nn.functional.conv2d.
+
+    Shapes: input (N, C, H, W) or (C, H, W), weight (OC, C / groups, KH, KW), bias (OC,) or
+    None; result (N, OC, OH, OW). stride and dilation: an int or a pair. padding: an int, a
+    pair, "valid" (none) or "same" (output as large as the input; stride 1 only; an even
+    dilated kernel pads one more at the bottom and right, as PyTorch does).
+    """
+    return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, 2)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    """1-D cross-correlation, as torch.nn.functional.conv1d.
+
+    Shapes: input (N, C, L) or (C, L), weight (OC, C / groups, K), bias (OC,) or None; result
+    (N, OC, OL). padding: an int, "valid" or "same" (see `conv2d`).
+    """
+    return _conv("conv1d", input, weight, bias, stride, padding, dilation, groups, 1)
+
+
+def _pool_input(input, op: str):
+    """(tensor, its float data as (N, C, H, W), whether a batch axis was added)."""
+    input = _tensor(input)
+    unbatched = _add_batch_axis(input, op, 4, "(N, C, H, W)")
+    x = _float_data(input, op)
+    return input, (x[None] if unbatched else x), unbatched
+
+
+def _pool_output(y: np.ndarray, unbatched: bool) -> np.ndarray:
+    return y[0] if unbatched else y
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False):
+    """Maximum over each window, as torch.nn.functional.max_pool2d.
+
+    Shapes: input (N, C, H, W) or (C, H, W) -> (N, C, OH, OW). stride defaults to kernel_size;
+    padding (at most half the kernel) never wins the maximum. With return_indices, also returns
+    the int64 flat positions (h * W + w) of the maxima within their planes.
+    """
+    op = "max_pool2d"
+    input, x, unbatched = _pool_input(input, op)
+    options = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=bool(ceil_mode))
+    try:
+        shape = _ops.pool2d_output_shape(x.shape, kernel_size, **options)
+        y = np.empty(shape, dtype=x.dtype)
+        indices = np.empty(shape, dtype=np.int64)
+        _ops.max_pool2d_forward(y, indices, x, kernel_size, **options)
+    except (ValueError, TypeError) as error:
+        raise _renamed(error, op) from None
+
+    def backward(g):
+        dx = np.empty_like(x)
+        _ops.max_pool2d_backward(dx, np.ascontiguousarray(g, dtype=x.dtype).reshape(y.shape),
+                                 indices)
+        return (dx.reshape(input.shape),)
+
+    out = Tensor._from_op(_pool_output(y, unbatched), (input,), backward)
+    if return_indices:
+        return out, Tensor(_pool_output(indices, unbatched))
+    return out
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override=None) -> Tensor:
+    """Mean over each window, as torch.nn.functional.avg_pool2d.
+
+    Shapes: input (N, C, H, W) or (C, H, W) -> (N, C, OH, OW). stride defaults to kernel_size.
+    count_include_pad counts padded zeros in the divisor; divisor_override replaces it.
+    """
+    op = "avg_pool2d"
+    input, x, unbatched = _pool_input(input, op)
+    options = dict(stride=stride, padding=padding, ceil_mode=bool(ceil_mode),
+                   count_include_pad=bool(count_include_pad), divisor_override=divisor_override)
+    try:
+        shape = _ops.pool2d_output_shape(x.shape, kernel_size, stride, padding, 1,
+                                         bool(ceil_mode))
+        y = np.empty(shape, dtype=x.dtype)
+        _ops.avg_pool2d_forward(y, x, kernel_size, **options)
+    except (ValueError, TypeError) as error:
+        raise _renamed(error, op) from None
+
+    def backward(g):
+        dx = np.empty_like(x)
+        _ops.avg_pool2d_backward(dx, np.ascontiguousarray(g, dtype=x.dtype).reshape(y.shape),
+                                 kernel_size, **options)
+        return (dx.reshape(input.shape),)
+
+    return Tensor._from_op(_pool_output(y, unbatched), (input,), backward)
+
+
+def adaptive_avg_pool2d(input, output_size) -> Tensor:
+    """Average pooling to a fixed output size, as torch.nn.functional.adaptive_avg_pool2d.
+
+    Shapes: input (N, C, H, W) or (C, H, W) -> (N, C, OH, OW) with (OH, OW) = output_size (an
+    int, or a pair in which None keeps that input size). output_size 1 is global average pooling.
+    """
+    op = "adaptive_avg_pool2d"
+    input, x, unbatched = _pool_input(input, op)
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(output_size))
+    oh, ow = _int_tuple(output_size, 2, "output_size", op)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{op}: output_size must be >= 1, got {output_size!r}")
+    y = np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+    try:
+        _ops.adaptive_avg_pool2d_forward(y, x)
+    except (ValueError, TypeError) as error:
+        raise _renamed(error, op) from None
+
+    def backward(g):
+        dx = np.empty_like(x)
+        _ops.adaptive_avg_pool2d_backward(
+            dx, np.ascontiguousarray(g, dtype=x.dtype).reshape(y.shape))
+        return (dx.reshape(input.shape),)
+
+    return Tensor._from_op(_pool_output(y, unbatched), (input,), backward)
+
+
+def _state_array(t, op: str, name: str, dtype, channels: int) -> np.ndarray:
+    """A running statistic's own array (updated in place), checked for dtype and shape."""
+    data = t._data if isinstance(t, Tensor) else t
+    if not isinstance(data, np.ndarray) or data.dtype != dtype or data.shape != (channels,) \
+            or not data.flags.c_contiguous:
+        raise ValueError(f"{op}: {name} must be a contiguous {np.dtype(dtype)} array of shape "
+                         f"({channels},), got {getattr(data, 'dtype', type(data).__name__)} "
+                         f"{getattr(data, 'shape', '')}")
+    return data
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalization, as torch.nn.functional.batch_norm.
+
+    Shapes: input (N, C, *) (BatchNorm1d: (N, C) or (N, C, L); BatchNorm2d: (N, C, H, W));
+    running_mean, running_var, weight, bias (C,). training=True normalizes with the batch
+    statistics and, when running_mean / running_var are given, updates them in place
+    (r = (1 - momentum) r + momentum * batch statistic, the variance unbiased); training=False
+    normalizes with the running statistics.
+    """
+    op = "batch_norm"
+    input = _tensor(input)
+    if input.ndim < 2:
+        raise ValueError(f"{op}: expected input (N, C, *), got shape {input.shape}")
+    channels = input.shape[1]
+    dtype = next((t.dtype for t in (weight, bias, running_mean) if t is not None),
+                 _float_data(input, op).dtype)
+    x = _float_data(input, op, dtype)
+    gamma = None if weight is None else _float_data(weight, op, dtype)
+    beta = None if bias is None else _float_data(bias, op, dtype)
+    rm = None if running_mean is None else _state_array(running_mean, op, "running_mean", dtype,
+                                                        channels)
+    rv = None if running_var is None else _state_array(running_var, op, "running_var", dtype,
+                                                       channels)
+    y = np.empty_like(x)
+    try:
+        if training:
+            mean = np.empty(channels, dtype=dtype)
+            invstd = np.empty(channels, dtype=dtype)
+            _ops.batch_norm_forward_train(y, mean, invstd, x, gamma, beta, rm, rv, float(eps),
+                                          float(momentum))
+        else:
+            if rm is None or rv is None:
+                raise ValueError(f"{op}: running_mean and running_var are needed when not "
+                                 f"training")
+            _ops.batch_norm_forward_eval(y, x, rm, rv, gamma, beta, float(eps))
+            # The backward of evaluation mode is a per-channel affine map of these.
+            mean = rm.copy()
+            invstd = (1.0 / np.sqrt(rv.astype(np.float64) + eps)).astype(dtype)
+    except (ValueError, TypeError) as error:
+        raise _renamed(error, op) from None
+
+    def backward(g):
+        dx = np.empty_like(x) if input.requires_grad else None
+        ((dg, return_g), (db, return_b)), accumulate = _grad_targets(weight, bias)
+        _ops.batch_norm_backward(np.ascontiguousarray(g, dtype=dtype), x, mean, invstd, gamma,
+                                 dx, dg, db, training=bool(training), accumulate=accumulate)
+        return _with_param_grads(dx, weight, dg, return_g, bias, db, return_b)
+
+    parents = tuple(t for t in (input, weight, bias) if t is not None)
+    return Tensor._from_op(y, parents, backward)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    """Layer normalization over the trailing dims, as torch.nn.functional.layer_norm.
+
+    Shapes: input (*, *normalized_shape); weight and bias normalized_shape or None; the result
+    has the input's shape.
+    """
+    op = "layer_norm"
+    input = _tensor(input)
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    normalized_shape = tuple(normalized_shape)
+    dims = len(normalized_shape)
+    if dims == 0 or input.ndim < dims or input.shape[input.ndim - dims:] != normalized_shape:
+        raise ValueError(f"{op}: input of shape {input.shape} does not end with "
+                         f"normalized_shape {normalized_shape}")
+    dtype = weight.dtype if weight is not None else _float_data(input, op).dtype
+    x = _float_data(input, op, dtype)
+    gamma = None if weight is None else _float_data(weight, op, dtype)
+    beta = None if bias is None else _float_data(bias, op, dtype)
+    lead = x.shape[:x.ndim - dims]
+    y = np.empty_like(x)
+    mean = np.empty(lead, dtype=dtype)
+    rstd = np.empty(lead, dtype=dtype)
+    try:
+        _ops.layer_norm_forward(y, mean, rstd, x, dims, gamma, beta, float(eps))
+    except (ValueError, TypeError) as error:
+        raise _renamed(error, op) from None
+
+    def backward(g):
+        dx = np.empty_like(x) if input.requires_grad else None
+        ((dg, return_g), (db, return_b)), accumulate = _grad_targets(weight, bias)
+        _ops.layer_norm_backward(np.ascontiguousarray(g, dtype=dtype), x, mean, rstd, dims,
+                                 gamma, dx, dg, db, accumulate=accumulate)
+        return _with_param_grads(dx, weight, dg, return_g, bias, db, return_b)
+
+    parents = tuple(t for t in (input, weight, bias) if t is not None)
+    return Tensor._from_op(y, parents, backward)
+
+
+def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = False,
+              generator=None) -> Tensor:
+    """Zero whole channels with probability p while training, scaling the rest by 1 / (1 - p).
+
+    Shapes: input (N, C, H, W) or (N, C, L); one keep / drop draw per (sample, channel), from
+    fastnn's seeded generator (or `generator`). `inplace` is accepted for PyTorch compatibility;
+    fastnn always returns a new tensor.
+    """
+    op = "dropout2d"
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{op}: p must be in [0, 1], got {p}")
+    input = _tensor(input)
+    if input.ndim not in (3, 4):
+        raise ValueError(f"{op}: expected input (N, C, H, W) or (N, C, L), got shape "
+                         f"{input.shape}")
+    if not training or p == 0.0:
+        return input
+    x = _float_data(input, op)
+    rng = generator or default_generator()
+    mask = (rng.random(x.shape[:2], dtype=np.float32) >= p).astype(x.dtype)
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+    y = np.empty_like(x)
+    _ops.dropout2d_apply(y, x, mask, scale)
+
+    def backward(g):
+        dx = np.empty_like(x)
+        _ops.dropout2d_backward(dx, np.ascontiguousarray(g, dtype=x.dtype), mask, scale)
+        return (dx,)
+
+    return Tensor._from_op(y, (input,), backward)
