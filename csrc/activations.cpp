@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-
 #include <type_traits>
 
 #include "activation_math.h"
@@ -26,8 +25,6 @@ constexpr int64_t act_cost(Act kind) {
   }
 }
 
-// The activation is a template parameter so that the switch in act_forward / act_derivative
-// folds away and each loop body is straight-line code the compiler can vectorise.
 // Activations with an AVX2 loop in activations_avx2.cpp (float only). The others call libm
 // functions GCC cannot vectorise, or are vectorised well enough by the compiler.
 constexpr bool has_avx2_forward(Act k) {
@@ -83,6 +80,8 @@ int64_t backward_avx2(float* dx, const float* dy, const float* x, const float* s
   return 0;
 }
 
+// The activation is a template parameter so that the switch in act_forward / act_derivative
+// folds away and each loop body is straight-line code.
 template <Act K, class T>
 void forward_loop(T* y, const T* x, int64_t n, T alpha) {
   constexpr bool kVector = std::is_same_v<T, float> && has_avx2_forward(K);
