@@ -25,7 +25,7 @@ bool openmp_enabled();
 
 // Below this many "work units" (roughly flops or element-ops) a loop runs on one thread: waking
 // a second core costs a few microseconds, which small kernels never earn back.
-constexpr int64_t kParallelMinWork = 1 << 17;
+constexpr int64_t kParallelMinWork = 1 << 18;
 
 // Calls body(begin, end) over [0, n) in chunks of `grain` items (the last may be shorter).
 // Chunks run in parallel when n * cost_per_item >= kParallelMinWork and more than one thread is
