@@ -171,7 +171,7 @@ void adagrad_chunk(const AdagradTensor<T>& t, int64_t b, int64_t e, const Adagra
 }
 
 // Rough element costs for the threading threshold (a sqrt and a divide count a few units).
-constexpr int64_t kSgdCost = 4, kAdamCost = 16, kRmspropCost = 16, kAdagradCost = 12;
+constexpr int64_t kSgdCost = 2, kAdamCost = 8, kRmspropCost = 8, kAdagradCost = 6;
 
 }  // namespace
 
