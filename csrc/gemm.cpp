@@ -29,8 +29,6 @@
 // way C is cut, which depends on the thread count, never changes a bit of the result.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <numeric>
 #include <vector>
 
 #include "cpu.h"
