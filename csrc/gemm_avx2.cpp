@@ -326,6 +326,15 @@ template <class O, int MI>
 void dot_rows(int64_t k, const typename O::T* a, int64_t lda, const typename O::T* b,
               int64_t ldb, typename O::T* c, int64_t ldc, int64_t nj, typename O::T alpha,
               typename O::T beta) {
+  if constexpr (MI == 1) {
+    // A single row of A has few FMA chains per tile: up to six rows of B keep more in flight.
+    switch (nj) {
+      case 6: return dot_tile<O, 1, 6>(k, a, lda, b, ldb, c, ldc, alpha, beta);
+      case 5: return dot_tile<O, 1, 5>(k, a, lda, b, ldb, c, ldc, alpha, beta);
+      case 4: return dot_tile<O, 1, 4>(k, a, lda, b, ldb, c, ldc, alpha, beta);
+      default: break;
+    }
+  }
   switch (nj) {
     case 3: dot_tile<O, MI, 3>(k, a, lda, b, ldb, c, ldc, alpha, beta); break;
     case 2: dot_tile<O, MI, 2>(k, a, lda, b, ldb, c, ldc, alpha, beta); break;

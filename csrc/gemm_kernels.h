@@ -29,7 +29,7 @@
 // read in place as it lies (n x k, row stride ldb; a Linear layer's weight):
 //
 //   C[i*ldc + j] = alpha * dot(A[i*lda .. +k], B[j*ldb .. +k])  (+ beta * C[i*ldc + j])
-//   for i < mi <= DOT_MI, j < nj <= DOT_NJ.
+//   for i < mi <= DOT_MI, j < nj <= DOT_NJ; when mi == 1, nj may go up to DOT_NJ1 >= DOT_NJ.
 //
 //   Each dot product accumulates in vector lanes over whole vectors of k, then sums the lanes
 //   in a fixed order, then adds the k remainder in order. The result of an element depends only
@@ -64,6 +64,7 @@ using DotKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64
 // AVX2+FMA kernels (gemm_avx2.cpp); call only when cpu_has_avx2_fma().
 constexpr int64_t kAvx2DotMI = 4;
 constexpr int64_t kAvx2DotNJ = 3;
+constexpr int64_t kAvx2DotNJ1 = 6;
 void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,

@@ -214,6 +214,8 @@ TEST_F(GemmTest, FusedEpilogueCoversEveryElementOnce) {
   const Case shapes[] = {{"dot", 5, 70, 30, false, true},
                          {"direct", 5, 70, 30, false, false},
                          {"packed", 100, 70, 30, false, false},
+                         {"packed_many_slivers_and_blocks", 150, 300, 20, false, true},
+                         {"row", 1, 300, 20, false, false},
                          {"k_eq_0", 4, 5, 0, false, false}};
   for (int threads : {1, 2}) {
     set_num_threads(threads);
