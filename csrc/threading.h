@@ -36,6 +36,7 @@ void parallel_for(int64_t n, int64_t grain, int64_t cost_per_item, Body&& body) 
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t chunks = (n + grain - 1) / grain;
+  (void)cost_per_item;  // only read when OpenMP is on
 #ifdef FASTNN_OPENMP
   const int threads = get_num_threads();
   if (threads > 1 && chunks > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork) {
