@@ -342,13 +342,6 @@ template <class T>
 void conv2d_forward(T* y, T* z, const T* x, const T* w, const T* b, const Conv2dShape& s,
                     Activation act) {
   const T alpha = static_cast<T>(act.alpha);
-  // y[e, e + n) = act(src + bias), and z[e, e + n) = src + bias when z is kept.
-  const auto finish = [&](int64_t e, const T* src, T bias, int64_t n) {
-    if (act.kind == Act::identity && !z && src == y + e && !b) return;  // nothing to add
-    with_act(act.kind, [&](auto kind) {
-      epilogue_run<decltype(kind)::value>(y + e, z ? z + e : nullptr, src, bias, n, alpha);
-    });
-  };
   const int64_t p = s.out_plane(), k = s.patch(), ocg = s.ocg(), cg = s.cg();
   const int64_t x_sample = s.c * s.h * s.w, y_sample = s.oc * p;
   const Layout l = layout_of(s);
@@ -375,23 +368,30 @@ void conv2d_forward(T* y, T* z, const T* x, const T* w, const T* b, const Conv2d
         const T* b_mat = l.pointwise ? xg : cols;
         if (direct) {
           gemm<T>(false, false, ocg, p, k, T(1), wg, k, b_mat, p, T(0), yg, p);
-          for (int64_t o = 0; o < ocg; ++o) {
-            T* row = yg + o * p;
-            finish(row - y, row, b ? b[g * ocg + o] : T(0), p);
-          }
-          continue;
+          if (act.kind == Act::identity && !z && !b) continue;  // nothing to add
+        } else {
+          gemm<T>(false, false, ocg, ld, k, T(1), wg, k, b_mat, ld, T(0), out, ld);
         }
-        gemm<T>(false, false, ocg, ld, k, T(1), wg, k, b_mat, ld, T(0), out, ld);
-        // Scatter the product's sample blocks to NCHW, dropping wide columns, adding the bias.
-        for (int64_t i = 0; i < nb; ++i) {
-          for (int64_t o = 0; o < ocg; ++o) {
-            const T bias = b ? b[g * ocg + o] : T(0);
-            for (int64_t oh = 0; oh < s.oh; ++oh) {
-              const T* src = out + o * ld + i * l.len + oh * l.row_stride;
-              finish(yg + i * y_sample + o * p + oh * s.ow - y, src, bias, s.ow);
+        // Epilogue: bias and activation, dispatched once here, not per row. The product's
+        // sample blocks are scattered to NCHW on the way, dropping wide columns.
+        with_act(act.kind, [&](auto kind) {
+          constexpr Act K = decltype(kind)::value;
+          for (int64_t i = 0; i < nb; ++i) {
+            for (int64_t o = 0; o < ocg; ++o) {
+              const T bias = b ? b[g * ocg + o] : T(0);
+              const int64_t e = (n0 + i) * y_sample + (g * ocg + o) * p;
+              if (direct) {  // in place, the plane in one run
+                epilogue_run<K>(y + e, z ? z + e : nullptr, y + e, bias, p, alpha);
+                continue;
+              }
+              for (int64_t oh = 0; oh < s.oh; ++oh) {
+                const T* src = out + o * ld + i * l.len + oh * l.row_stride;
+                const int64_t eo = e + oh * s.ow;
+                epilogue_run<K>(y + eo, z ? z + eo : nullptr, src, bias, s.ow, alpha);
+              }
             }
           }
-        }
+        });
       }
     }
   });
