@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "activation_math.h"
@@ -37,9 +38,13 @@ constexpr int64_t kTargetColumns = 512;
 // The backward pass splits the batch into at most this many chunks, each with its own weight-
 // gradient partial. Fixed, so the summation order does not depend on the thread count.
 constexpr int64_t kMaxGradChunks = 8;
+// ... and fewer when the weight is large, so the partials stay within this many elements.
+constexpr int64_t kPartialBudget = int64_t(1) << 22;
 
 // Per-thread scratch that grows to the largest size requested and is then reused: convolution
-// buffers are large enough that allocating them per call would hit mmap and page faults.
+// buffers are large enough that allocating them per call would hit mmap and page faults. The
+// memory is kept until the thread exits (it is sized by the largest convolution seen, e.g. about
+// 1.5 MB per thread for the MNIST CNN's second layer at batch 64).
 template <class T>
 T* scratch(int slot, int64_t count) {
   thread_local std::vector<T> buffers[4];
@@ -266,6 +271,58 @@ void fold(T* dx, const T* cols, int64_t ldc, T* pad, const Conv2dShape& s, const
   }
 }
 
+// Fused epilogue and activation gradient over a run of n elements. The activation is a template
+// argument so that its switch folds away and each loop vectorizes; a per-element switch would
+// cost more than the convolution's own epilogue.
+template <Act K, class T>
+void epilogue_run(T* y, T* z, const T* src, T bias, int64_t n, T alpha) {
+  if (z) {
+    for (int64_t q = 0; q < n; ++q) z[q] = src[q] + bias;
+    for (int64_t q = 0; q < n; ++q) y[q] = act_forward(K, z[q], alpha);
+  } else {
+    for (int64_t q = 0; q < n; ++q) y[q] = act_forward(K, src[q] + bias, alpha);
+  }
+}
+
+// dz = dy * act'(.) from z when given, else from y (see act_derivative).
+template <Act K, class T>
+void grad_run(T* dz, const T* dy, const T* y, const T* z, int64_t n, T alpha) {
+  if constexpr (K == Act::relu) {
+    // Spelled out: the compiler does not always inline act_derivative's large switch, and a
+    // call per element would cost more than the rest of the backward's epilogue.
+    if (z) {
+      for (int64_t q = 0; q < n; ++q) dz[q] = z[q] > T(0) ? dy[q] : T(0);
+    } else {
+      for (int64_t q = 0; q < n; ++q) dz[q] = y[q] > T(0) ? dy[q] : T(0);
+    }
+    return;
+  }
+  if (z) {
+    for (int64_t q = 0; q < n; ++q) {
+      dz[q] = dy[q] * act_derivative(K, z[q], act_forward(K, z[q], alpha), alpha);
+    }
+  } else {
+    for (int64_t q = 0; q < n; ++q) dz[q] = dy[q] * act_derivative(K, T(0), y[q], alpha);
+  }
+}
+
+// Calls f(std::integral_constant<Act, kind>{}).
+template <class F>
+void with_act(Act kind, F&& f) {
+  switch (kind) {
+    case Act::identity: return f(std::integral_constant<Act, Act::identity>{});
+    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
+    case Act::leaky_relu: return f(std::integral_constant<Act, Act::leaky_relu>{});
+    case Act::elu: return f(std::integral_constant<Act, Act::elu>{});
+    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
+    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
+    case Act::gelu: return f(std::integral_constant<Act, Act::gelu>{});
+    case Act::gelu_tanh: return f(std::integral_constant<Act, Act::gelu_tanh>{});
+    case Act::silu: return f(std::integral_constant<Act, Act::silu>{});
+    case Act::softplus: return f(std::integral_constant<Act, Act::softplus>{});
+  }
+}
+
 }  // namespace
 
 int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before,
@@ -284,13 +341,7 @@ bool conv2d_finish_shape(Conv2dShape& s) {
 template <class T>
 void conv2d_forward(T* y, T* z, const T* x, const T* w, const T* b, const Conv2dShape& s,
                     Activation act) {
-  const bool plain = act.kind == Act::identity && !z;
   const T alpha = static_cast<T>(act.alpha);
-  // v = conv + bias of output element e: z[e] = v, y[e] = act(v).
-  const auto finish = [&](T* out, int64_t e, T v) {
-    if (z) z[e] = v;
-    out[e] = act_forward(act.kind, v, alpha);
-  };
   const int64_t p = s.out_plane(), k = s.patch(), ocg = s.ocg(), cg = s.cg();
   const int64_t x_sample = s.c * s.h * s.w, y_sample = s.oc * p;
   const Layout l = layout_of(s);
@@ -317,33 +368,30 @@ void conv2d_forward(T* y, T* z, const T* x, const T* w, const T* b, const Conv2d
         const T* b_mat = l.pointwise ? xg : cols;
         if (direct) {
           gemm<T>(false, false, ocg, p, k, T(1), wg, k, b_mat, p, T(0), yg, p);
-          for (int64_t o = 0; o < ocg; ++o) {
-            T* row = yg + o * p;
-            const T bias = b ? b[g * ocg + o] : T(0);
-            if (plain) {
-              for (int64_t q = 0; b && q < p; ++q) row[q] += bias;
-            } else {
-              for (int64_t q = 0; q < p; ++q) finish(y, row + q - y, row[q] + bias);
-            }
-          }
-          continue;
+          if (act.kind == Act::identity && !z && !b) continue;  // nothing to add
+        } else {
+          gemm<T>(false, false, ocg, ld, k, T(1), wg, k, b_mat, ld, T(0), out, ld);
         }
-        gemm<T>(false, false, ocg, ld, k, T(1), wg, k, b_mat, ld, T(0), out, ld);
-        // Scatter the product's sample blocks to NCHW, dropping wide columns, adding the bias.
-        for (int64_t i = 0; i < nb; ++i) {
-          for (int64_t o = 0; o < ocg; ++o) {
-            const T bias = b ? b[g * ocg + o] : T(0);
-            for (int64_t oh = 0; oh < s.oh; ++oh) {
-              const T* src = out + o * ld + i * l.len + oh * l.row_stride;
-              T* dst = yg + i * y_sample + o * p + oh * s.ow;
-              if (plain) {
-                for (int64_t q = 0; q < s.ow; ++q) dst[q] = src[q] + bias;
-              } else {
-                for (int64_t q = 0; q < s.ow; ++q) finish(y, dst + q - y, src[q] + bias);
+        // Epilogue: bias and activation, dispatched once here, not per row. The product's
+        // sample blocks are scattered to NCHW on the way, dropping wide columns.
+        with_act(act.kind, [&](auto kind) {
+          constexpr Act K = decltype(kind)::value;
+          for (int64_t i = 0; i < nb; ++i) {
+            for (int64_t o = 0; o < ocg; ++o) {
+              const T bias = b ? b[g * ocg + o] : T(0);
+              const int64_t e = (n0 + i) * y_sample + (g * ocg + o) * p;
+              if (direct) {  // in place, the plane in one run
+                epilogue_run<K>(y + e, z ? z + e : nullptr, y + e, bias, p, alpha);
+                continue;
+              }
+              for (int64_t oh = 0; oh < s.oh; ++oh) {
+                const T* src = out + o * ld + i * l.len + oh * l.row_stride;
+                const int64_t eo = e + oh * s.ow;
+                epilogue_run<K>(y + eo, z ? z + eo : nullptr, src, bias, s.ow, alpha);
               }
             }
           }
-        }
+        });
       }
     }
   });
@@ -358,19 +406,20 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   const bool fused = act.kind != Act::identity;
   const T alpha = static_cast<T>(act.alpha);
   // dst[0, n) = dZ at output elements [e, e + n).
-  const auto grad_run = [&](T* dst, int64_t e, int64_t n) {
+  const auto dz_run = [&](T* dst, int64_t e, int64_t n) {
     if (!fused) {
       copy_run(dst, dy + e, n);
       return;
     }
-    for (int64_t q = 0; q < n; ++q) {
-      const T zq = z ? z[e + q] : T(0);
-      const T yq = y ? y[e + q] : act_forward(act.kind, zq, alpha);
-      dst[q] = dy[e + q] * act_derivative(act.kind, zq, yq, alpha);
-    }
+    with_act(act.kind, [&](auto kind) {
+      grad_run<decltype(kind)::value>(dst, dy + e, y ? y + e : nullptr, z ? z + e : nullptr, n,
+                                      alpha);
+    });
   };
 
-  if (db) {
+  // With dx or dw wanted, db is summed from the dZ matrices the chunk loop forms anyway.
+  const bool db_in_loop = db && (dx || dw) && s.n > 0;
+  if (db && !db_in_loop) {
     // One channel per item, summed over samples in a fixed order, in double.
     parallel_for(s.oc, 1, s.n * p, [&](int64_t o0, int64_t o1) {
       T* dz = fused ? scratch<T>(0, p) : nullptr;
@@ -378,7 +427,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
         double sum = 0.0;
         for (int64_t n = 0; n < s.n; ++n) {
           const int64_t e = n * y_sample + o * p;
-          if (fused) grad_run(dz, e, p);
+          if (fused) dz_run(dz, e, p);
           sum += plane_sum(fused ? dz : dy + e, p);
         }
         db[o] = static_cast<T>(accumulate ? static_cast<double>(db[o]) + sum : sum);
@@ -392,13 +441,16 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
   }
 
   // Chunks of samples: each chunk writes dx for its samples and one weight-gradient partial.
-  const int64_t chunk = (s.n + kMaxGradChunks - 1) / kMaxGradChunks;
+  const int64_t max_chunks =
+      std::clamp<int64_t>(kPartialBudget / std::max<int64_t>(w_size, 1), 1, kMaxGradChunks);
+  const int64_t chunk = (s.n + max_chunks - 1) / max_chunks;
   const int64_t chunks = (s.n + chunk - 1) / chunk;
   const int64_t sb = samples_per_gemm(l, chunk);
   // With fewer output channels than patch rows (a first layer: C = 1, 3x3), the GEMM runs far
   // better producing dW^T (K x OC/G), whose long side is then the GEMM's n.
   const bool transposed = k < ocg;
   std::vector<T> partials(dw ? static_cast<size_t>(chunks * w_size) : 0);
+  std::vector<double> db_partials(db_in_loop ? static_cast<size_t>(chunks * s.oc) : 0, 0.0);
 
   parallel_for(chunks, 1, chunk * (dx && dw ? 4 : 2) * s.oc * k * p, [&](int64_t c0, int64_t c1) {
     for (int64_t ci = c0; ci < c1; ++ci) {
@@ -419,19 +471,34 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
           const T* dyg = dy + n0 * y_sample + g * ocg * p;
           int64_t ld_dy = p;
           if (!direct) {
-            for (int64_t i = 0; i < nb; ++i) {
-              for (int64_t o = 0; o < ocg; ++o) {
-                for (int64_t oh = 0; oh < s.oh; ++oh) {
-                  const int64_t e = (n0 + i) * y_sample + (g * ocg + o) * p + oh * s.ow;
-                  T* dst = dy_cols + o * ld + i * l.len + oh * l.row_stride;
-                  grad_run(dst, e, s.ow);
-                  // Wide columns get a zero gradient, so they add nothing to dW or dX.
-                  std::fill(dst + s.ow, dst + l.row_stride, T(0));
+            // The activation is dispatched once here, not per output row.
+            with_act(act.kind, [&](auto kind) {
+              constexpr Act K = decltype(kind)::value;
+              for (int64_t i = 0; i < nb; ++i) {
+                for (int64_t o = 0; o < ocg; ++o) {
+                  for (int64_t oh = 0; oh < s.oh; ++oh) {
+                    const int64_t e = (n0 + i) * y_sample + (g * ocg + o) * p + oh * s.ow;
+                    T* dst = dy_cols + o * ld + i * l.len + oh * l.row_stride;
+                    if constexpr (K == Act::identity) {
+                      copy_run(dst, dy + e, s.ow);
+                    } else {
+                      grad_run<K>(dst, dy + e, y ? y + e : nullptr, z ? z + e : nullptr, s.ow,
+                                  alpha);
+                    }
+                    // Wide columns get a zero gradient, so they add nothing to dW or dX.
+                    std::fill(dst + s.ow, dst + l.row_stride, T(0));
+                  }
                 }
               }
-            }
+            });
             dyg = dy_cols;
             ld_dy = ld;
+          }
+          if (db_in_loop) {
+            // Rows of dZ hold every output of their channel in this sub-batch (zeros in the wide
+            // columns); sub-batches add in order.
+            double* dbp = db_partials.data() + ci * s.oc + g * ocg;
+            for (int64_t o = 0; o < ocg; ++o) dbp[o] += plane_sum(dyg + o * ld_dy, ld);
           }
           if (dw) {
             const T* b_mat = xg;
@@ -466,6 +533,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     }
   });
 
+  if (db_in_loop) {
+    for (int64_t o = 0; o < s.oc; ++o) {
+      double sum = 0.0;
+      for (int64_t ci = 0; ci < chunks; ++ci) sum += db_partials[ci * s.oc + o];
+      db[o] = static_cast<T>(accumulate ? static_cast<double>(db[o]) + sum : sum);
+    }
+  }
   if (dw) {
     // Each weight element adds the chunk partials in chunk order.
     parallel_for(w_size, 4096, chunks, [&](int64_t e0, int64_t e1) {

@@ -44,9 +44,10 @@ template <class T>
 void conv2d_forward(T* y, T* z, const T* x, const T* w, const T* b, const Conv2dShape& s,
                     Activation act);
 
-// Gradients of conv2d_forward. dZ = dy * act'(.) is formed on the fly from y (the forward's
-// output) or z (its pre-activation), whichever the activation needs; both may be null for the
-// identity. Any of dx, dw, db may be null (skipped).
+// Gradients of conv2d_forward. dZ = dy * act'(.) is formed on the fly from z (the forward's
+// pre-activation) when it is not null, else from y (its output), which suffices only for the
+// activations act_derivative_from_output accepts; both may be null for the identity. Any of dx,
+// dw, db may be null (skipped).
 //   dx (N, C, H, W) is always overwritten.
 //   dw (OC, C/G, KH, KW) and db (OC,) are accumulated (+=) when accumulate, else overwritten.
 // dw and db sum over the batch in an order fixed by the shape alone, so they are bit-identical

@@ -209,6 +209,13 @@ TEST_F(Conv, FusedActivationMatchesConvThenActivation) {
   }
 }
 
+// A weight so large that fewer gradient partials are kept (the partial memory budget).
+TEST_F(Conv, LargeWeightUsesFewerPartials) {
+  Case c{"large_weight", make(9, 1024, 2, 2, 1024, 1, 1)};
+  ASSERT_TRUE(conv2d_finish_shape(c.s));
+  check_against_reference<double>(c, true, true);
+}
+
 TEST_F(Conv, ZeroSizedBatch) {
   Conv2dShape s = make(0, 2, 5, 5, 3, 3, 3);
   ASSERT_TRUE(conv2d_finish_shape(s));
