@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "activation_kind.h"
 
@@ -85,6 +86,24 @@ inline T act_derivative(Act kind, T x, T y, T alpha) {
     case Act::softplus: return x > T(kSoftplusThreshold) ? T(1) : stable_sigmoid(x);
   }
   return T(1);
+}
+
+// Calls f(std::integral_constant<Act, K>{}) for the run-time kind, so that a kernel's loop is
+// compiled once per activation with the activation a constant.
+template <class F>
+void with_act(Act kind, F&& f) {
+  switch (kind) {
+    case Act::identity: return f(std::integral_constant<Act, Act::identity>{});
+    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
+    case Act::leaky_relu: return f(std::integral_constant<Act, Act::leaky_relu>{});
+    case Act::elu: return f(std::integral_constant<Act, Act::elu>{});
+    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
+    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
+    case Act::gelu: return f(std::integral_constant<Act, Act::gelu>{});
+    case Act::gelu_tanh: return f(std::integral_constant<Act, Act::gelu_tanh>{});
+    case Act::silu: return f(std::integral_constant<Act, Act::silu>{});
+    case Act::softplus: return f(std::integral_constant<Act, Act::softplus>{});
+  }
 }
 
 }  // namespace fastnn

@@ -114,23 +114,6 @@ void backward_loop(T* dx, const T* dy, const T* x, const T* y, int64_t n, T alph
   });
 }
 
-// Calls f(std::integral_constant<Act, K>{}) for the run-time kind.
-template <class F>
-void with_act(Act kind, F&& f) {
-  switch (kind) {
-    case Act::identity: return f(std::integral_constant<Act, Act::identity>{});
-    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
-    case Act::leaky_relu: return f(std::integral_constant<Act, Act::leaky_relu>{});
-    case Act::elu: return f(std::integral_constant<Act, Act::elu>{});
-    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
-    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
-    case Act::gelu: return f(std::integral_constant<Act, Act::gelu>{});
-    case Act::gelu_tanh: return f(std::integral_constant<Act, Act::gelu_tanh>{});
-    case Act::silu: return f(std::integral_constant<Act, Act::silu>{});
-    case Act::softplus: return f(std::integral_constant<Act, Act::softplus>{});
-  }
-}
-
 // Sum of a[j] * b[j] (b == nullptr: of a[j]) in eight interleaved partial sums, which the
 // compiler keeps in vector registers; the order is fixed, so the result is reproducible.
 template <class T>

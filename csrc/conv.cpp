@@ -306,23 +306,6 @@ void grad_run(T* dz, const T* dy, const T* y, const T* z, int64_t n, T alpha) {
   }
 }
 
-// Calls f(std::integral_constant<Act, kind>{}).
-template <class F>
-void with_act(Act kind, F&& f) {
-  switch (kind) {
-    case Act::identity: return f(std::integral_constant<Act, Act::identity>{});
-    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
-    case Act::leaky_relu: return f(std::integral_constant<Act, Act::leaky_relu>{});
-    case Act::elu: return f(std::integral_constant<Act, Act::elu>{});
-    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
-    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
-    case Act::gelu: return f(std::integral_constant<Act, Act::gelu>{});
-    case Act::gelu_tanh: return f(std::integral_constant<Act, Act::gelu_tanh>{});
-    case Act::silu: return f(std::integral_constant<Act, Act::silu>{});
-    case Act::softplus: return f(std::integral_constant<Act, Act::softplus>{});
-  }
-}
-
 }  // namespace
 
 int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before,

@@ -25,29 +25,6 @@ int64_t act_cost(Act act) {
   }
 }
 
-// Calls f(std::integral_constant-like tag) with the activation as a compile-time constant, so
-// the per-element switch in activation_math.h folds away inside the loops.
-template <Act K>
-struct ActTag {
-  static constexpr Act kind = K;
-};
-
-template <class F>
-void with_act(Act act, F&& f) {
-  switch (act) {
-    case Act::identity: return f(ActTag<Act::identity>{});
-    case Act::relu: return f(ActTag<Act::relu>{});
-    case Act::leaky_relu: return f(ActTag<Act::leaky_relu>{});
-    case Act::elu: return f(ActTag<Act::elu>{});
-    case Act::sigmoid: return f(ActTag<Act::sigmoid>{});
-    case Act::tanh: return f(ActTag<Act::tanh>{});
-    case Act::gelu: return f(ActTag<Act::gelu>{});
-    case Act::gelu_tanh: return f(ActTag<Act::gelu_tanh>{});
-    case Act::silu: return f(ActTag<Act::silu>{});
-    case Act::softplus: return f(ActTag<Act::softplus>{});
-  }
-}
-
 // ----- forward ----------------------------------------------------------------------------------
 
 template <class T>
@@ -65,7 +42,7 @@ void finish_forward_block(const void* ctx, T* y, int64_t ldy, int64_t row0, int6
                           int64_t rows, int64_t cols) {
   const auto& e = *static_cast<const ForwardEpilogue<T>*>(ctx);
   with_act(e.act, [&](auto tag) {
-    constexpr Act K = decltype(tag)::kind;
+    constexpr Act K = decltype(tag)::value;
     for (int64_t i = 0; i < rows; ++i) {
       T* yr = y + i * ldy;
       if (e.bias) {
@@ -92,7 +69,7 @@ void activation_grad(T* dz, const T* dy, const T* y, const T* z, int64_t count, 
   const T* xs = from_output ? y : z;
   const T* ys = y ? y : z;
   with_act(act, [&](auto tag) {
-    constexpr Act K = decltype(tag)::kind;
+    constexpr Act K = decltype(tag)::value;
     parallel_for(count, 1 << 14, act_cost(K), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) dz[i] = dy[i] * act_derivative(K, xs[i], ys[i], alpha);
     });

@@ -5,14 +5,6 @@
 namespace fastnn::bind {
 namespace {
 
-// An output may be the very same array as an input (the kernels work element by element or
-// read a row before writing it), but a partial overlap would be read after being written.
-void same_or_disjoint(const std::string& op, const char* out_name, const py::array& out,
-                      const char* in_name, const py::array& in) {
-  if (out.data() == in.data() && out.nbytes() == in.nbytes()) return;
-  no_overlap(op, out_name, out, in_name, in);
-}
-
 Activation parse_activation(const std::string& op, const std::string& name, double alpha) {
   Activation act;
   if (!parse_act(name, &act.kind)) {

@@ -9,14 +9,6 @@
 namespace fastnn::bind {
 namespace {
 
-// An output may be the very same array as an input it is computed from element by element,
-// but a partial overlap would be read after being written.
-void same_or_disjoint(const std::string& op, const char* out_name, const py::array& out,
-                      const char* in_name, const py::array& in) {
-  if (out.data() == in.data() && out.nbytes() == in.nbytes()) return;
-  no_overlap(op, out_name, out, in_name, in);
-}
-
 Reduction parse_reduction(const std::string& op, const std::string& name) {
   if (name == "mean") return Reduction::mean;
   if (name == "sum") return Reduction::sum;

@@ -140,6 +140,14 @@ inline void no_overlap(const std::string& op, const char* out_name, const py::ar
   }
 }
 
+// An output may be the very same array as an input that a kernel reads element by element (or
+// row by row before writing the row), but a partial overlap would be read after being written.
+inline void same_or_disjoint(const std::string& op, const char* out_name, const py::array& out,
+                             const char* in_name, const py::array& in) {
+  if (out.data() == in.data() && out.nbytes() == in.nbytes()) return;
+  no_overlap(op, out_name, out, in_name, in);
+}
+
 template <class T>
 T* mut(py::array& a) {
   return static_cast<T*>(a.mutable_data());
