@@ -179,9 +179,10 @@ def fake_mnist(directory, train: int = 96, test: int = 32) -> None:
 
 
 def run_example(*args):
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"))
+    # The child imports fastnn exactly as this process does (installed, or PYTHONPATH in a
+    # development tree).
     return subprocess.run([sys.executable, os.path.join(REPO, "examples", "mnist_cnn.py"), *args],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_mnist_example_runs_on_fake_idx_files(tmp_path):
