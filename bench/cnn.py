@@ -185,7 +185,6 @@ def _conv_data(name):
 
 # --- implementations (each runs in its own process) --------------------------------------------
 def build_fastnn():
-    import fastnn
     from fastnn import nn
 
     model = nn.Sequential(
@@ -194,7 +193,6 @@ def build_fastnn():
         nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10),
     )
     model.load_state_dict(initial_weights())
-    del fastnn
     return model
 
 

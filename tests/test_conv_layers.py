@@ -143,16 +143,22 @@ def test_gradients_accumulate_over_backward_calls_and_shared_weights():
     layer(x).sum().backward()
     assert_close(layer.weight.grad.data, 2 * once_w, 1e-12, "weight gradient after 2 calls")
     assert_close(layer.bias.grad.data, 2 * once_b, 1e-12, "bias gradient after 2 calls")
-    # The same weights used twice in one graph (a fresh weight grad, an existing bias grad).
-    layer.weight.grad = None
-    square = nn.Conv2d(3, 3, 3, padding=1, dtype=np.float64)
-    square.bias.grad = fastnn.Tensor(np.zeros(3))
-    square(square(rng.standard_normal((1, 3, 4, 4)))).sum().backward()
-    w = Parameter(square.weight.data.copy())
-    b = Parameter(square.bias.data.copy())
+    # The same weights used twice in one graph: the second backward call accumulates.
     x2 = fastnn.Tensor(rng.standard_normal((1, 3, 4, 4)))
-    F.conv2d(F.conv2d(x2, w, b, padding=1), w, b, padding=1).sum().backward()
-    assert w.grad is not None and b.grad is not None
+    w = Parameter(rng.standard_normal((3, 3, 3, 3)))
+    b = Parameter(rng.standard_normal(3))
+
+    def twice(w, b):
+        return F.conv2d(F.conv2d(x2, w, b, padding=1), w, b, padding=1)
+
+    assert gradcheck(twice, [w, b])
+    # A fresh weight gradient next to an existing bias gradient share one kernel call.
+    w.grad, b.grad = None, fastnn.Tensor(np.ones(3))
+    twice(w, b).backward(np.ones((1, 3, 4, 4)))
+    reference_w, reference_b = Parameter(w.data.copy()), Parameter(b.data.copy())
+    twice(reference_w, reference_b).backward(np.ones((1, 3, 4, 4)))
+    assert_close(w.grad.data, reference_w.grad.data, 1e-12, "fresh weight gradient")
+    assert_close(b.grad.data, reference_b.grad.data + 1, 1e-12, "accumulated bias gradient")
 
 
 def test_frozen_weight_and_input_without_grad():
