@@ -10,11 +10,15 @@ for every implementation), checks its result, warms up, times itself and returns
 rate where higher is better (GFLOP/s, samples/s). `measure()` below is the timing helper such
 functions use.
 
-    from _protocol import Impl, compare, machine_report, numpy_env
-    a = Impl("fastnn", __file__, "run_fastnn", {"threads": 2}, env=fastnn_env(2))
-    b = Impl("numpy", __file__, "run_numpy", {"threads": 2}, env=numpy_env(2))
+    from _protocol import Impl, compare, fastnn_env, machine_report, numpy_env
+    a = Impl("fastnn", __file__, "run_fastnn", {"threads": 2}, **fastnn_env(2))
+    b = Impl("numpy", __file__, "run_numpy", {"threads": 2}, **numpy_env(2))
     result = compare(a, b, pairs=5)
+    print(machine_report([2]))
     print(result.ratio, result.a_median, result.b_median)
+
+A torch peer is an Impl like any other (env=thread_env(n), and torch.set_num_threads(n) inside
+its function).
 """
 
 from __future__ import annotations

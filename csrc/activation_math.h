@@ -26,7 +26,7 @@ template <class T>
 inline T act_forward(Act kind, T x, T alpha) {
   switch (kind) {
     case Act::identity: return x;
-    case Act::relu: return x > T(0) ? x : T(0);
+    case Act::relu: return x < T(0) ? T(0) : x;  // NaN stays NaN, as in PyTorch
     case Act::leaky_relu: return x > T(0) ? x : alpha * x;
     case Act::elu: return x > T(0) ? x : alpha * std::expm1(x);
     case Act::sigmoid: return stable_sigmoid(x);

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "activation_math.h"
+#include "cpu.h"
 #include "threading.h"
 
 namespace fastnn {
@@ -23,12 +25,73 @@ constexpr int64_t act_cost(Act kind) {
   }
 }
 
+// Activations with an AVX2 loop in activations_avx2.cpp (float only). The others call libm
+// functions GCC cannot vectorise, or are vectorised well enough by the compiler.
+constexpr bool has_avx2_forward(Act k) {
+  return k == Act::relu || k == Act::leaky_relu || k == Act::sigmoid || k == Act::silu ||
+         k == Act::tanh || k == Act::gelu_tanh;
+}
+constexpr bool has_avx2_backward(Act k) {
+  return k == Act::relu || k == Act::leaky_relu || k == Act::silu || k == Act::gelu_tanh;
+}
+
+bool avx2_usable() {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  return cpu_has_avx2_fma();
+#else
+  return false;
+#endif
+}
+
+// Each returns how many leading elements it handled; the scalar loop does the rest.
+template <Act K>
+int64_t forward_avx2(float* y, const float* x, int64_t n, float alpha) {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  if constexpr (K == Act::relu || K == Act::leaky_relu) {
+    return detail::relu_family_forward_avx2(y, x, n, K == Act::leaky_relu, alpha);
+  } else if constexpr (K == Act::sigmoid) {
+    return detail::sigmoid_forward_avx2(y, x, n);
+  } else if constexpr (K == Act::silu) {
+    return detail::silu_forward_avx2(y, x, n);
+  } else if constexpr (K == Act::tanh) {
+    return detail::tanh_forward_avx2(y, x, n);
+  } else if constexpr (K == Act::gelu_tanh) {
+    return detail::gelu_tanh_forward_avx2(y, x, n);
+  }
+#endif
+  (void)y, (void)x, (void)n, (void)alpha;
+  return 0;
+}
+
+// src is what relu / leaky_relu test the sign of (see backward_loop); the others read x.
+template <Act K>
+int64_t backward_avx2(float* dx, const float* dy, const float* x, const float* src, int64_t n,
+                      float alpha) {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  if constexpr (K == Act::relu || K == Act::leaky_relu) {
+    return detail::relu_family_backward_avx2(dx, dy, src, n, K == Act::leaky_relu, alpha);
+  } else if constexpr (K == Act::silu) {
+    return detail::silu_backward_avx2(dx, dy, x, n);
+  } else if constexpr (K == Act::gelu_tanh) {
+    return detail::gelu_tanh_backward_avx2(dx, dy, x, n);
+  }
+#endif
+  (void)dx, (void)dy, (void)x, (void)src, (void)n, (void)alpha;
+  return 0;
+}
+
 // The activation is a template parameter so that the switch in act_forward / act_derivative
-// folds away and each loop body is straight-line code the compiler can vectorise.
+// folds away and each loop body is straight-line code.
 template <Act K, class T>
 void forward_loop(T* y, const T* x, int64_t n, T alpha) {
+  constexpr bool kVector = std::is_same_v<T, float> && has_avx2_forward(K);
+  const bool avx2 = kVector && avx2_usable();
   parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = act_forward(K, x[i], alpha);
+    int64_t i = begin;
+    if constexpr (kVector) {
+      if (avx2) i += forward_avx2<K>(y + i, x + i, end - i, alpha);
+    }
+    for (; i < end; ++i) y[i] = act_forward(K, x[i], alpha);
   });
 }
 
@@ -36,13 +99,18 @@ template <Act K, class T>
 void backward_loop(T* dx, const T* dy, const T* x, const T* y, int64_t n, T alpha) {
   if (act_derivative_from_output(K, double(alpha))) {
     // y stands in for x: these derivatives read only y, or x's sign, which y shares here.
-    parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * act_derivative(K, y[i], y[i], alpha);
-    });
-    return;
+    x = y;
   }
+  constexpr bool kVector = std::is_same_v<T, float> && has_avx2_backward(K);
+  const bool avx2 = kVector && avx2_usable();
   parallel_for(n, kElemGrain, act_cost(K), [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * act_derivative(K, x[i], y[i], alpha);
+    int64_t i = begin;
+    if constexpr (kVector) {
+      // relu tests y; leaky_relu tests y when alpha > 0 (x was swapped for y above), else x.
+      const T* src = K == Act::relu ? y : x;
+      if (avx2) i += backward_avx2<K>(dx + i, dy + i, x + i, src + i, end - i, alpha);
+    }
+    for (; i < end; ++i) dx[i] = dy[i] * act_derivative(K, x[i], y[i], alpha);
   });
 }
 
@@ -87,6 +155,12 @@ T lane_sum(const T* a, const T* b, int64_t n) {
 
 template <class T>
 T row_max(const T* x, int64_t cols) {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    // The portable loop stays scalar: GCC will not turn a float compare into a max.
+    if (avx2_usable()) return detail::row_max_avx2(x, cols);
+  }
+#endif
   T m = x[0];
   for (int64_t j = 1; j < cols; ++j) m = x[j] > m ? x[j] : m;
   return m;
@@ -120,7 +194,13 @@ void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, 
 template <class T>
 double softmax_row(T* y, const T* x, int64_t cols) {
   const T m = row_max(x, cols);
-  for (int64_t j = 0; j < cols; ++j) y[j] = std::exp(x[j] - m);
+  int64_t j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+    if (avx2_usable()) j = detail::exp_shifted_avx2(y, x, m, cols);
+#endif
+  }
+  for (; j < cols; ++j) y[j] = std::exp(x[j] - m);
   const T s = lane_sum<T>(y, nullptr, cols);
   const T inv = T(1) / s;
   for (int64_t j = 0; j < cols; ++j) y[j] *= inv;
@@ -138,15 +218,24 @@ void log_softmax_forward(T* y, const T* x, int64_t rows, int64_t cols) {
     const T* xr = x + r * cols;
     T* yr = y + r * cols;
     const T m = row_max(xr, cols);
-    // Eight partial sums as in lane_sum, without a scratch row for the exponentials.
-    constexpr int kLanes = 8;
-    T acc[kLanes] = {};
-    int64_t j = 0;
-    for (; j + kLanes <= cols; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) acc[l] += std::exp(xr[j + l] - m);
-    }
     T s = T(0);
-    for (int l = 0; l < kLanes; ++l) s += acc[l];
+    int64_t j = 0;
+    bool vectorised = false;
+    if constexpr (std::is_same_v<T, float>) {
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+      vectorised = avx2_usable();
+      if (vectorised) s = detail::sum_exp_shifted_avx2(xr, m, cols, &j);
+#endif
+    }
+    if (!vectorised) {
+      // Eight partial sums as in lane_sum, without a scratch row for the exponentials.
+      constexpr int kLanes = 8;
+      T acc[kLanes] = {};
+      for (; j + kLanes <= cols; j += kLanes) {
+        for (int l = 0; l < kLanes; ++l) acc[l] += std::exp(xr[j + l] - m);
+      }
+      for (int l = 0; l < kLanes; ++l) s += acc[l];
+    }
     for (; j < cols; ++j) s += std::exp(xr[j] - m);
     const T log_s = std::log(s);
     for (j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_s;

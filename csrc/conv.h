@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "activation_kind.h"
+
 namespace fastnn {
 
 struct Conv2dShape {
@@ -36,21 +38,38 @@ int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
 // Fills s.oh and s.ow from the other fields; returns false when either is <= 0.
 bool conv2d_finish_shape(Conv2dShape& s);
 
-// y = conv(x, w) + b, overwriting y. b may be null (no bias).
+// y = act(conv(x, w) + b), overwriting y. b may be null (no bias); z, when not null, receives
+// the pre-activation conv(x, w) + b (for activations whose derivative needs it).
 template <class T>
-void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s);
+void conv2d_forward(T* y, T* z, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                    Activation act);
 
-// Gradients of conv2d_forward. Any of dx, dw, db may be null (skipped).
+// Gradients of conv2d_forward. dZ = dy * act'(.) is formed on the fly from z (the forward's
+// pre-activation) when it is not null, else from y (its output), which suffices only for the
+// activations act_derivative_from_output accepts; both may be null for the identity. Any of dx,
+// dw, db may be null (skipped).
 //   dx (N, C, H, W) is always overwritten.
 //   dw (OC, C/G, KH, KW) and db (OC,) are accumulated (+=) when accumulate, else overwritten.
 // dw and db sum over the batch in an order fixed by the shape alone, so they are bit-identical
 // for any thread count.
 template <class T>
-void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
-                     const Conv2dShape& s, bool accumulate);
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* y,
+                     const T* z, const Conv2dShape& s, Activation act, bool accumulate);
 
-// Direct seven-nested-loop versions with the same contracts, kept as the reference the fast
-// path is tested against. Sums in T, in a plain loop order.
+// The plain convolution (identity activation).
+template <class T>
+void conv2d_forward(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s) {
+  conv2d_forward<T>(y, nullptr, x, w, b, s, Activation{});
+}
+template <class T>
+void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w,
+                     const Conv2dShape& s, bool accumulate) {
+  conv2d_backward<T>(dx, dw, db, dy, x, w, nullptr, nullptr, s, Activation{}, accumulate);
+}
+
+// Direct seven-nested-loop versions of the plain convolution, kept as the reference the fast
+// path is tested against (the tests apply the activation separately). Sums in T, in a plain
+// loop order.
 template <class T>
 void conv2d_forward_reference(T* y, const T* x, const T* w, const T* b, const Conv2dShape& s);
 template <class T>

@@ -3,30 +3,32 @@
 //
 // Legend: m, n, k as in gemm.h; MR x NR the micro-kernel tile; MC, KC, NC the cache blocks.
 //
-// Three paths, chosen from the shape alone (never from the thread count):
+// Four paths, chosen from the shape alone (never from the thread count):
 //   dot      op(A) op(B) = A B^T with m <= kDotMaxRows: each element is a dot product of a row
 //            of A with a row of B, both read as they lie. A Linear layer's forward at small batch:
 //            the weight is streamed once, nothing is packed.
+//   row      B not transposed, m == 1 (AVX2 only): one row of C streamed against B's rows.
 //   B-direct B not transposed, m <= kDirectMaxRows: A is packed (it is small), the micro-kernel
 //            reads B's rows in place (b_step = ldb); only a last partial NR sliver is packed.
-//   packed   everything else, BLIS's loop nest:
-//              for jc over n, NC at a time               (B panel: L3)
+//   packed   everything else, BLIS's loop nest (packed_serial):
+//              for jc over n, NC at a time
 //                for pc over k, KC at a time             (k is never split among threads)
-//                  pack op(A)[:, pc..] into MR-row micro-panels and op(B)[pc.., jc..] into
-//                  NR-column micro-panels                (parallel over micro-panels)
-//                  for each task = an MC-row block x a run of NR slivers   (parallel over tasks)
-//                    for jr over the task's slivers      (B sliver: L1)
-//                      for ir over the block, MR rows    (A block: L2)
+//                  pack op(B)[pc.., jc..] into NR-column slivers  (B panel: L2/L3)
+//                  for ic over m, MC at a time
+//                    pack op(A)[ic.., pc..] into MR-row micro-panels   (A block: L2)
+//                    for jr over the slivers             (B sliver: L1)
+//                      for ir over the block, MR rows
 //                        micro-kernel
 //                      epilogue on the finished MC x NR strip when pc is the last k block
 //
+// Threads: the dot path cuts n into column chunks; the packed paths cut C into one block per
+// thread (see gemm_packed_path). One parallel region per call, no barrier inside it.
+//
 // Determinism: every element of C is computed by the same sequence of operations whatever tile
-// or task it falls in (see the kernel contracts), and the k blocking depends only on k. So the
-// way tasks are cut, which may depend on the thread count, never changes a bit of the result.
+// or block it falls in (see the kernel contracts), and the k blocking depends only on k. So the
+// way C is cut, which depends on the thread count, never changes a bit of the result.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <numeric>
 #include <vector>
 
 #include "cpu.h"
@@ -39,13 +41,20 @@ namespace {
 
 using gemm_detail::DotKernel;
 using gemm_detail::MicroKernel;
+using gemm_detail::PackPanelFn;
+using gemm_detail::RowKernel;
 
 // Shape thresholds of the paths, found by measurement on Zen 3 (bench/gemm.py).
-constexpr int64_t kDotMaxRows = 16;
-constexpr int64_t kDirectMaxRows = 16;
-// Below this m*n*k a GEMM runs on one thread: a fork/join costs a few microseconds, more than a
-// second core saves on such a product.
-constexpr int64_t kParallelMinMNK = int64_t(1) << 18;
+constexpr int64_t kDotMaxRows = 32;
+constexpr int64_t kDirectMaxRows = 32;
+// Up to this m*n*k (about 10 us of work) a GEMM runs on one thread: a fork/join costs a few
+// microseconds on an idle machine, and when another process holds the second core the worker's
+// wake-up can take a whole scheduler time slice (measured: 1x784x512 on 2 threads took 8 ms at
+// the median on a loaded machine, against 35 us on one).
+constexpr int64_t kParallelMinMNK = int64_t(1) << 20;
+// NR-column slivers per epilogue call on the packed paths (measured: one sliver per call made
+// bias + relu cost 2.5% of a 128x784x512 product, mostly loop overhead on 16-element rows).
+constexpr int64_t kEpilogueSlivers = 8;
 
 // ----- portable kernels: plain C++ the compiler vectorises for whatever ISA it targets ---------
 
@@ -117,14 +126,17 @@ struct KernelSet {
   int64_t mr, nr;
   int64_t mc, kc, nc;  // MC, NC multiples of MR, NR
   DotKernel<T> dot;
-  int64_t dot_mi, dot_nj;
+  int64_t dot_mi, dot_nj, dot_nj1;  // dot_nj1: the wider tile allowed when m == 1
+  PackPanelFn<T> pack;  // full micro-panels; null: the plain loops below
+  RowKernel<T> row;     // null: m == 1 goes through the packed path
 };
 
 template <class T>
 KernelSet<T> portable_kernels() {
   // 4 x 8 floats (or 4 x 4 doubles) are 8 128-bit accumulators: fits SSE2's and NEON's files.
   constexpr int NR = 32 / int(sizeof(T));
-  return {&gemm_tile_portable<T, 4, NR>, 4, NR, 128, 256, 4096, &gemm_dot_2x2_portable<T>, 2, 2};
+  return {&gemm_tile_portable<T, 4, NR>, 4, NR, 128, 256, 4096, &gemm_dot_2x2_portable<T>, 2, 2,
+          2, nullptr, nullptr};
 }
 
 template <class T>
@@ -133,9 +145,11 @@ KernelSet<T> avx2_kernels();
 template <>
 KernelSet<float> avx2_kernels<float>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
-  // KC x NR B sliver = 16 KB (half of L1); MC x KC A block = 144 KB (L2 holds it with room).
-  return {&gemm_detail::gemm_6x16_avx2, 6, 16, 144, 256, 4080,
-          &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ};
+  // KC x NR B sliver = 24 KB of the 32 KB L1; MC x KC A block = 216 KB of the 512 KB L2.
+  // KC 384 measured a little ahead of 256 and 512 on the MLP shapes.
+  return {&gemm_detail::gemm_6x16_avx2, 6, 16, 144, 384, 4080,
+          &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
+          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2};
 #else
   return portable_kernels<float>();
 #endif
@@ -145,7 +159,8 @@ template <>
 KernelSet<double> avx2_kernels<double>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
   return {&gemm_detail::gemm_6x8_avx2, 6, 8, 72, 256, 2040,
-          &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ};
+          &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
+          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2};
 #else
   return portable_kernels<double>();
 #endif
@@ -197,8 +212,16 @@ PackBuffers<T>& pack_buffers() {
 // Packs rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A) as one MR-row micro-panel:
 // dst[p * MR + i], rows >= `rows` zero.
 template <class T>
-void pack_a_panel(T* dst, const T* a, int64_t lda, bool trans_a, int64_t i0, int64_t rows,
-                  int64_t p0, int64_t kc, int64_t mr) {
+void pack_a_panel(PackPanelFn<T> pack, T* dst, const T* a, int64_t lda, bool trans_a, int64_t i0,
+                  int64_t rows, int64_t p0, int64_t kc, int64_t mr) {
+  if (pack && rows == mr) {
+    if (!trans_a) {
+      pack(dst, a + i0 * lda + p0, lda, true, mr, kc);
+    } else {
+      pack(dst, a + p0 * lda + i0, lda, false, mr, kc);
+    }
+    return;
+  }
   if (!trans_a) {
     for (int64_t i = 0; i < rows; ++i) {
       const T* src = a + (i0 + i) * lda + p0;
@@ -218,8 +241,16 @@ void pack_a_panel(T* dst, const T* a, int64_t lda, bool trans_a, int64_t i0, int
 // Packs rows [p0, p0 + kc) x columns [j0, j0 + cols) of op(B) as one NR-column micro-panel:
 // dst[p * NR + j], columns >= `cols` zero.
 template <class T>
-void pack_b_panel(T* dst, const T* b, int64_t ldb, bool trans_b, int64_t p0, int64_t kc,
-                  int64_t j0, int64_t cols, int64_t nr) {
+void pack_b_panel(PackPanelFn<T> pack, T* dst, const T* b, int64_t ldb, bool trans_b, int64_t p0,
+                  int64_t kc, int64_t j0, int64_t cols, int64_t nr) {
+  if (pack && cols == nr) {
+    if (!trans_b) {
+      pack(dst, b + p0 * ldb + j0, ldb, false, nr, kc);
+    } else {
+      pack(dst, b + j0 * ldb + p0, ldb, true, nr, kc);
+    }
+    return;
+  }
   if (!trans_b) {
     for (int64_t p = 0; p < kc; ++p) {
       const T* src = b + (p0 + p) * ldb + j0;
@@ -253,13 +284,27 @@ struct Problem {
   T* c;
   int64_t ldc;
   const GemmEpilogue<T>* epilogue;  // null: none
+  int64_t row0 = 0, col0 = 0;       // where this (sub-)problem's C sits in the caller's C
+
+  // The sub-problem computing rows [i0, i0 + rows) and columns [j0, j0 + cols) of C.
+  Problem part(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const {
+    Problem p = *this;
+    p.m = rows;
+    p.n = cols;
+    p.a += trans_a ? i0 : i0 * lda;
+    p.b += trans_b ? j0 * ldb : j0;
+    p.c += i0 * ldc + j0;
+    p.row0 += i0;
+    p.col0 += j0;
+    return p;
+  }
 };
 
 template <class T>
 void finish_block(const Problem<T>& pr, int64_t row0, int64_t col0, int64_t rows, int64_t cols) {
   if (pr.epilogue && pr.epilogue->apply && rows > 0 && cols > 0) {
-    pr.epilogue->apply(pr.epilogue->ctx, pr.c + row0 * pr.ldc + col0, pr.ldc, row0, col0, rows,
-                       cols);
+    pr.epilogue->apply(pr.epilogue->ctx, pr.c + row0 * pr.ldc + col0, pr.ldc, pr.row0 + row0,
+                       pr.col0 + col0, rows, cols);
   }
 }
 
@@ -276,14 +321,15 @@ void scale_only(const Problem<T>& pr) {
 template <class T>
 void gemm_dot_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
   constexpr int64_t kChunkCols = 48;
+  const int64_t nj_max = pr.m == 1 ? ks.dot_nj1 : ks.dot_nj;
   int64_t chunks = ceil_div(pr.n, kChunkCols);
   if (parallel) chunks = round_up(chunks, get_num_threads());
-  const int64_t cols = round_up(ceil_div(pr.n, chunks), ks.dot_nj);
+  const int64_t cols = round_up(ceil_div(pr.n, chunks), nj_max);
   chunks = ceil_div(pr.n, cols);
   run_tasks(chunks, parallel, [&](int64_t t) {
     const int64_t j0 = t * cols, j1 = std::min(pr.n, j0 + cols);
-    for (int64_t j = j0; j < j1; j += ks.dot_nj) {
-      const int64_t nj = std::min(ks.dot_nj, j1 - j);
+    for (int64_t j = j0; j < j1; j += nj_max) {
+      const int64_t nj = std::min(nj_max, j1 - j);
       for (int64_t i = 0; i < pr.m; i += ks.dot_mi) {
         ks.dot(pr.k, pr.a + i * pr.lda, pr.lda, pr.b + j * pr.ldb, pr.ldb, pr.c + i * pr.ldc + j,
                pr.ldc, std::min(ks.dot_mi, pr.m - i), nj, pr.alpha, pr.beta);
@@ -293,80 +339,102 @@ void gemm_dot_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) 
   });
 }
 
-// The packed path; with b_direct, full NR slivers of B are read in place (B not transposed).
+// BLIS's loop nest on one thread; with b_direct, full NR slivers of B are read in place (B not
+// transposed) and only a last partial sliver is packed.
 template <class T>
-void gemm_packed_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel,
-                      bool b_direct) {
+void packed_serial(const KernelSet<T>& ks, const Problem<T>& pr, bool b_direct) {
   const int64_t MR = ks.mr, NR = ks.nr;
   const int64_t mc = balanced_block(pr.m, ks.mc, MR);
-  const int64_t kc = balanced_block(pr.k, ks.kc, 1);
+  const int64_t kc = balanced_block(pr.k, ks.kc, 1);  // depends on k alone: fixes the rounding
   const int64_t nc = balanced_block(pr.n, ks.nc, NR);
-  const int64_t m_blocks = ceil_div(pr.m, mc);
-  const int64_t a_panels = ceil_div(pr.m, MR);
-
   PackBuffers<T>& buffers = pack_buffers<T>();
-  T* a_pack = PackBuffers<T>::get(buffers.a_store, size_t(a_panels * MR * kc));
+  T* a_pack = PackBuffers<T>::get(buffers.a_store, size_t(mc * kc));
   T* b_pack = PackBuffers<T>::get(buffers.b_store, size_t(round_up(nc, NR) * kc));
 
   for (int64_t jc = 0; jc < pr.n; jc += nc) {
     const int64_t ncur = std::min(nc, pr.n - jc);
-    const int64_t b_panels = ceil_div(ncur, NR);
-    // With b_direct only a last partial sliver needs packing (loads must not run past B).
-    const int64_t b_first_packed = b_direct ? (ncur % NR ? b_panels - 1 : b_panels) : 0;
-
-    // Tasks: MC-row blocks x runs of slivers. Runs exist so that two threads have work when m is
-    // one or a few blocks; the count makes the task total a multiple of the thread count.
-    int64_t col_runs = 1;
-    if (parallel) {
-      const int64_t threads = get_num_threads();
-      col_runs = std::min(b_panels, threads / std::gcd(threads, m_blocks));
-    }
-
+    const int64_t slivers = ceil_div(ncur, NR);
+    const int64_t first_packed = b_direct ? (ncur % NR ? slivers - 1 : slivers) : 0;
     for (int64_t pc = 0; pc < pr.k; pc += kc) {
       const int64_t kcur = std::min(kc, pr.k - pc);
-      const bool last_k = pc + kcur == pr.k;
       const T beta = pc == 0 ? pr.beta : T(1);
-
-      const int64_t b_to_pack = b_panels - b_first_packed;
-      run_tasks(a_panels + b_to_pack, parallel, [&](int64_t t) {
-        if (t < a_panels) {
-          const int64_t i0 = t * MR;
-          pack_a_panel(a_pack + t * MR * kcur, pr.a, pr.lda, pr.trans_a, i0,
-                       std::min(MR, pr.m - i0), pc, kcur, MR);
-        } else {
-          const int64_t s = b_first_packed + (t - a_panels);
-          const int64_t j0 = s * NR;
-          pack_b_panel(b_pack + s * NR * kcur, pr.b, pr.ldb, pr.trans_b, pc, kcur, jc + j0,
-                       std::min(NR, ncur - j0), NR);
+      for (int64_t ic = 0; ic < pr.m; ic += mc) {
+        const int64_t rows = std::min(mc, pr.m - ic);
+        for (int64_t i = 0; i < rows; i += MR) {
+          pack_a_panel(ks.pack, a_pack + i * kcur, pr.a, pr.lda, pr.trans_a, ic + i,
+                       std::min(MR, rows - i), pc, kcur, MR);
         }
-      });
-
-      run_tasks(m_blocks * col_runs, parallel, [&](int64_t t) {
-        // Tasks of one run of columns are adjacent, so a thread keeps its B slivers in cache.
-        const int64_t run = t / m_blocks, block = t % m_blocks;
-        const int64_t s0 = run * b_panels / col_runs, s1 = (run + 1) * b_panels / col_runs;
-        const int64_t i0 = block * mc, rows = std::min(mc, pr.m - i0);
-        for (int64_t s = s0; s < s1; ++s) {
-          const int64_t j0 = s * NR, cols = std::min(NR, ncur - j0);
-          const T* bp;
-          int64_t b_step;
-          if (s < b_first_packed) {
-            bp = pr.b + pc * pr.ldb + jc + j0;
-            b_step = pr.ldb;
-          } else {
-            bp = b_pack + s * NR * kcur;
-            b_step = NR;
+        for (int64_t s = 0; s < slivers; ++s) {
+          const int64_t j0 = jc + s * NR, cols = std::min(NR, ncur - s * NR);
+          const bool direct = s < first_packed;
+          if (!direct && ic == 0) {
+            // Each B sliver is packed just before its first use, so the first A block reads it
+            // from L1 while it is fresh; later A blocks find it in L2.
+            pack_b_panel(ks.pack, b_pack + s * NR * kcur, pr.b, pr.ldb, pr.trans_b, pc, kcur,
+                         j0, cols, NR);
           }
+          const T* bp = direct ? pr.b + pc * pr.ldb + j0 : b_pack + s * NR * kcur;
+          const int64_t b_step = direct ? pr.ldb : NR;
           for (int64_t i = 0; i < rows; i += MR) {
-            ks.tile(kcur, a_pack + (i0 + i) * kcur, bp, b_step,
-                    pr.c + (i0 + i) * pr.ldc + jc + j0, pr.ldc, std::min(MR, rows - i), cols,
-                    pr.alpha, beta);
+            ks.tile(kcur, a_pack + i * kcur, bp, b_step, pr.c + (ic + i) * pr.ldc + j0, pr.ldc,
+                    std::min(MR, rows - i), cols, pr.alpha, beta);
           }
-          if (last_k) finish_block(pr, i0, jc + j0, rows, cols);
+          // The epilogue takes kEpilogueSlivers slivers at a time: rows long enough for its
+          // loops to run at vector speed, a block small enough to still sit in L2.
+          if (pc + kcur == pr.k && ((s + 1) % kEpilogueSlivers == 0 || s + 1 == slivers)) {
+            const int64_t first = s / kEpilogueSlivers * kEpilogueSlivers;
+            finish_block(pr, ic, jc + first * NR, rows, j0 + cols - (jc + first * NR));
+          }
         }
-      });
+      }
     }
   }
+}
+
+// One row of C (m == 1, B not transposed): the row kernel streams B's rows as they lie, with
+// enough independent accumulators to hide the FMA latency that a 1-row micro-kernel cannot.
+// Threads take column chunks.
+template <class T>
+void gemm_row_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
+  constexpr int64_t kUnit = 64;  // whole 8-vector blocks of the row kernel, float or double
+  const int64_t parts = parallel ? std::min<int64_t>(get_num_threads(), ceil_div(pr.n, kUnit)) : 1;
+  const int64_t cols = round_up(ceil_div(pr.n, parts), kUnit);
+  const int64_t a_step = pr.trans_a ? pr.lda : 1;
+  run_tasks(ceil_div(pr.n, cols), parts > 1, [&](int64_t t) {
+    const int64_t j0 = t * cols, width = std::min(cols, pr.n - j0);
+    ks.row(pr.k, width, pr.a, a_step, pr.b + j0, pr.ldb, pr.c + j0, pr.alpha, pr.beta);
+    finish_block(pr, 0, j0, 1, width);
+  });
+}
+
+// The packed path on several threads: C is cut into one block per thread, along m or n, and each
+// thread runs packed_serial on its block with its own packing buffers. Nothing is shared, so the
+// threads never wait for each other inside the call (a barrier costs a whole time slice when
+// another process holds the other core). The cost is that each thread packs its own copy of the
+// operand along the uncut dimension, so the cut goes across the dimension whose operand is
+// smaller: cutting m duplicates B (k x n), cutting n duplicates A (m x k).
+template <class T>
+void gemm_packed_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel,
+                      bool b_direct) {
+  const int64_t threads = parallel ? get_num_threads() : 1;
+  const bool cut_rows = !b_direct && pr.m > pr.n;
+  const int64_t unit = cut_rows ? ks.mr : ks.nr;
+  const int64_t units = ceil_div(cut_rows ? pr.m : pr.n, unit);
+  const int64_t parts = std::min(threads, units);
+  if (parts <= 1) {
+    packed_serial(ks, pr, b_direct);
+    return;
+  }
+  run_tasks(parts, true, [&](int64_t t) {
+    const int64_t u0 = t * units / parts, u1 = (t + 1) * units / parts;
+    if (cut_rows) {
+      const int64_t i0 = u0 * unit, i1 = std::min(pr.m, u1 * unit);
+      packed_serial(ks, pr.part(i0, i1 - i0, 0, pr.n), b_direct);
+    } else {
+      const int64_t j0 = u0 * unit, j1 = std::min(pr.n, u1 * unit);
+      packed_serial(ks, pr.part(0, pr.m, j0, j1 - j0), b_direct);
+    }
+  });
 }
 
 template <class T>
@@ -376,9 +444,11 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
     scale_only(pr);
     return;
   }
-  const bool parallel = get_num_threads() > 1 && pr.m * pr.n * pr.k >= kParallelMinMNK;
+  const bool parallel = get_num_threads() > 1 && pr.m * pr.n * pr.k > kParallelMinMNK;
   if (!pr.trans_a && pr.trans_b && pr.m <= kDotMaxRows) {
     gemm_dot_path(ks, pr, parallel);
+  } else if (!pr.trans_b && pr.m == 1 && ks.row) {
+    gemm_row_path(ks, pr, parallel);
   } else {
     gemm_packed_path(ks, pr, parallel, !pr.trans_b && pr.m <= kDirectMaxRows);
   }

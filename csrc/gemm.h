@@ -12,7 +12,8 @@ namespace fastnn {
 //   A is stored m x k (lda >= k), or k x m (lda >= m) when trans_a.
 //   B is stored k x n (ldb >= n), or n x k (ldb >= k) when trans_b.
 // When beta == 0, C is not read, so NaN or garbage in C does not leak into the result.
-// Any of m, n, k may be 0 (k == 0 scales C by beta). Bit-identical for any thread count.
+// Any of m, n, k may be 0; k == 0 or alpha == 0 scales C by beta without reading A or B.
+// Bit-identical for any thread count.
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);

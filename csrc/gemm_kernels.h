@@ -18,17 +18,18 @@
 //       columns is always packed and zero padded, so loads never run past B).
 //   k   any value >= 1 (the driver handles k == 0 before calling). The kernel accumulates in k
 //       order in registers; the k loop is unrolled with a remainder loop, so any k is exact.
-//   Edges: the whole MR x NR product is always computed (padding contributes zeros); only the
-//       store is masked, through a small tile buffer, to mr x nr. Every element of C therefore
-//       sees the same sequence of operations whether its tile is full or partial, which is what
-//       lets the driver split C among threads any way it likes without changing a single bit.
+//   Edges: all NR columns are computed (padding contributes zeros) and the store is masked,
+//       through a small tile buffer, to mr x nr. A kernel may skip rows mr..MR-1 (the AVX2 ones
+//       run an mr-row variant), but every element of C sees the same sequence of operations
+//       whether its tile is full or partial, which is what lets the driver split C among threads
+//       any way it likes without changing a single bit.
 //   beta == 0: C is not read at all (NaN or garbage in C cannot leak into the result).
 //
 // Dot-kernel contract (every DotKernel), used for op(A) * B^T with few rows of A, where B is
 // read in place as it lies (n x k, row stride ldb; a Linear layer's weight):
 //
 //   C[i*ldc + j] = alpha * dot(A[i*lda .. +k], B[j*ldb .. +k])  (+ beta * C[i*ldc + j])
-//   for i < mi <= DOT_MI, j < nj <= DOT_NJ.
+//   for i < mi <= DOT_MI, j < nj <= DOT_NJ; when mi == 1, nj may go up to DOT_NJ1 >= DOT_NJ.
 //
 //   Each dot product accumulates in vector lanes over whole vectors of k, then sums the lanes
 //   in a fixed order, then adds the k remainder in order. The result of an element depends only
@@ -45,20 +46,46 @@ using MicroKernel = void (*)(int64_t k, const T* ap, const T* bp, int64_t b_step
                              int64_t ldc, int64_t mr, int64_t nr, T alpha, T beta);
 
 template <class T>
+using PackPanelFn = void (*)(T* dst, const T* src, int64_t ld, bool interleaved, int64_t r,
+                             int64_t kc);
+
+// Row kernel: one row of C times a B read in place (B not transposed, row stride ldb):
+//   C[j] = alpha * sum_{p<k} A[p * a_step] * B[p * ldb + j]  (+ beta * C[j]),  j < n.
+// All of k in one pass: one accumulator per element from zero, FMAs in k order, then the
+// micro-kernels' store arithmetic. beta == 0: C is not read.
+template <class T>
+using RowKernel = void (*)(int64_t k, int64_t n, const T* a, int64_t a_step, const T* b,
+                           int64_t ldb, T* c, T alpha, T beta);
+
+template <class T>
 using DotKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                            int64_t ldc, int64_t mi, int64_t nj, T alpha, T beta);
 
 // AVX2+FMA kernels (gemm_avx2.cpp); call only when cpu_has_avx2_fma().
 constexpr int64_t kAvx2DotMI = 4;
 constexpr int64_t kAvx2DotNJ = 3;
+constexpr int64_t kAvx2DotNJ1 = 6;
 void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
                    int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta);
+void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
+                   int64_t ldb, float* c, float alpha, float beta);
+void gemm_row_avx2(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
+                   int64_t ldb, double* c, double alpha, double beta);
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                        float* c, int64_t ldc, int64_t mi, int64_t nj, float alpha, float beta);
 void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
                        double* c, int64_t ldc, int64_t mi, int64_t nj, double alpha,
                        double beta);
+
+
+// Packs one full micro-panel of r rows (r = MR or NR of the AVX2 kernels: 6 or 16 floats, 6 or
+// 8 doubles) and kc steps: dst[p * r + i] = src[i * ld + p] when `interleaved` (each of the r
+// rows is contiguous in p), else dst[p * r + i] = src[p * ld + i].
+void pack_panel_avx2(float* dst, const float* src, int64_t ld, bool interleaved, int64_t r,
+                     int64_t kc);
+void pack_panel_avx2(double* dst, const double* src, int64_t ld, bool interleaved, int64_t r,
+                     int64_t kc);
 
 }  // namespace fastnn::gemm_detail

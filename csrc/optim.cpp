@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
+#include "cpu.h"
 #include "threading.h"
 
 namespace fastnn {
@@ -84,7 +86,18 @@ void adam_chunk(const AdamTensor<T>& t, int64_t b, int64_t e, const AdamOptions&
   T* m = t.exp_avg;
   T* v = t.exp_avg_sq;
   T* vmax = t.max_exp_avg_sq;
-  for (int64_t i = b; i < e; ++i) {
+  int64_t i = b;
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_has_avx2_fma()) {
+      const detail::AdamScalars s{sign, wd, decay_scale, one_minus_beta1, beta2,
+                                  one_minus_beta2, step_size, bc2_sqrt, eps, kDecay,
+                                  o.decoupled_weight_decay};
+      i = detail::adam_chunk_avx2(t, b, e, s);
+    }
+  }
+#endif
+  for (; i < e; ++i) {
     T g = sign * grad[i];
     T pi = p[i];
     if constexpr (kDecay) {
@@ -158,7 +171,7 @@ void adagrad_chunk(const AdagradTensor<T>& t, int64_t b, int64_t e, const Adagra
 }
 
 // Rough element costs for the threading threshold (a sqrt and a divide count a few units).
-constexpr int64_t kSgdCost = 4, kAdamCost = 16, kRmspropCost = 16, kAdagradCost = 12;
+constexpr int64_t kSgdCost = 2, kAdamCost = 8, kRmspropCost = 8, kAdagradCost = 6;
 
 }  // namespace
 

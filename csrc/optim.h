@@ -130,4 +130,20 @@ void adagrad_step_reference(const std::vector<AdagradTensor<T>>& tensors,
 template <class T>
 double sum_of_squares_reference(const std::vector<Span<const T>>& tensors);
 
+namespace detail {
+
+// Adam's per-element constants, computed once per step.
+struct AdamScalars {
+  float sign, weight_decay, decay_scale, one_minus_beta1, beta2, one_minus_beta2, step_size,
+      bias_correction2_sqrt, eps;
+  bool decay, decoupled;
+};
+
+// AVX2 loop for float Adam over a prefix of [begin, end) in whole vectors; returns where it
+// stopped so the caller finishes the tail. GCC does not vectorise the portable loop's sqrt
+// without -fno-math-errno. Call only if cpu_has_avx2_fma().
+int64_t adam_chunk_avx2(const AdamTensor<float>& t, int64_t begin, int64_t end,
+                        const AdamScalars& s);
+
+}  // namespace detail
 }  // namespace fastnn

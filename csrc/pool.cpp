@@ -51,15 +51,55 @@ bool pool2d_finish_shape(Pool2dShape& s) {
   return s.oh > 0 && s.ow > 0;
 }
 
+namespace {
+
+// The usual CNN pooling, 2x2 windows at stride 2 that all lie inside the plane: the same
+// results as the general loop with its bounds arithmetic taken out.
+template <class T>
+void max_pool_2x2_plane(T* out, int64_t* idx, const T* in, const Pool2dShape& s) {
+  for (int64_t oh = 0; oh < s.oh; ++oh) {
+    const T* r0 = in + 2 * oh * s.w;
+    const T* r1 = r0 + s.w;
+    for (int64_t ow = 0; ow < s.ow; ++ow) {
+      const int64_t iw = 2 * ow;
+      T best = r0[iw];
+      int64_t at = 2 * oh * s.w + iw;
+      const T cand[3] = {r0[iw + 1], r1[iw], r1[iw + 1]};
+      const int64_t pos[3] = {at + 1, at + s.w, at + s.w + 1};
+      // A NaN first element stays (nothing is greater); later NaNs take over, as in PyTorch.
+      for (int t = 0; t < 3; ++t) {
+        const bool take = (cand[t] > best) | (cand[t] != cand[t]);
+        best = take ? cand[t] : best;
+        at = take ? pos[t] : at;
+      }
+      out[oh * s.ow + ow] = best;
+      idx[oh * s.ow + ow] = at;
+    }
+  }
+}
+
+bool is_plain_2x2(const Pool2dShape& s) {
+  return s.kh == 2 && s.kw == 2 && s.stride_h == 2 && s.stride_w == 2 && s.pad_h == 0 &&
+         s.pad_w == 0 && s.dilation_h == 1 && s.dilation_w == 1 && 2 * s.oh <= s.h &&
+         2 * s.ow <= s.w;
+}
+
+}  // namespace
+
 template <class T>
 void max_pool2d_forward(T* y, int64_t* indices, const T* x, const Pool2dShape& s) {
   const int64_t hw = s.h * s.w, ohw = s.oh * s.ow;
   const int64_t work = ohw * s.kh * s.kw;
+  const bool plain_2x2 = is_plain_2x2(s);
   parallel_for(s.planes(), plane_grain(work), work, [&](int64_t p0, int64_t p1) {
     for (int64_t pl = p0; pl < p1; ++pl) {
       const T* in = x + pl * hw;
       T* out = y + pl * ohw;
       int64_t* idx = indices + pl * ohw;
+      if (plain_2x2) {
+        max_pool_2x2_plane(out, idx, in, s);
+        continue;
+      }
       for (int64_t oh = 0; oh < s.oh; ++oh) {
         int64_t h0 = oh * s.stride_h - s.pad_h;
         const int64_t h1 = std::min(h0 + (s.kh - 1) * s.dilation_h + 1, s.h);
@@ -72,11 +112,12 @@ void max_pool2d_forward(T* y, int64_t* indices, const T* x, const Pool2dShape& s
           T best = -std::numeric_limits<T>::infinity();
           for (int64_t ih = h0; ih < h1; ih += s.dilation_h) {
             for (int64_t iw = w0; iw < w1; iw += s.dilation_w) {
+              // Branch-free select: on real data the comparison is a coin toss, and a
+              // mispredicted branch per element costs more than the whole update.
               const T v = in[ih * s.w + iw];
-              if (v > best || std::isnan(v)) {
-                best = v;
-                best_i = ih * s.w + iw;
-              }
+              const bool take = (v > best) | (v != v);
+              best = take ? v : best;
+              best_i = take ? ih * s.w + iw : best_i;
             }
           }
           out[oh * s.ow + ow] = best;

@@ -25,7 +25,7 @@ bool openmp_enabled();
 
 // Below this many "work units" (roughly flops or element-ops) a loop runs on one thread: waking
 // a second core costs a few microseconds, which small kernels never earn back.
-constexpr int64_t kParallelMinWork = 1 << 15;
+constexpr int64_t kParallelMinWork = 1 << 18;
 
 // Calls body(begin, end) over [0, n) in chunks of `grain` items (the last may be shorter).
 // Chunks run in parallel when n * cost_per_item >= kParallelMinWork and more than one thread is
@@ -36,6 +36,7 @@ void parallel_for(int64_t n, int64_t grain, int64_t cost_per_item, Body&& body) 
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t chunks = (n + grain - 1) / grain;
+  (void)cost_per_item;  // only read when OpenMP is on
 #ifdef FASTNN_OPENMP
   const int threads = get_num_threads();
   if (threads > 1 && chunks > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork) {

@@ -284,3 +284,25 @@ def test_softmax_errors():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="fastnn.softmax_forward: Y is read-only"):
         _core.softmax_forward(ro, x)
+
+
+def test_results_identical_for_one_and_two_threads():
+    saved = _core.get_num_threads()
+    x = sample((300, 1001), np.float32, seed=9, scale=8)
+    dy = sample(x.shape, np.float32, seed=10, scale=1)
+    outs = []
+    try:
+        for threads in (1, 2):
+            _core.set_num_threads(threads)
+            run = []
+            for name in ("gelu", "silu", "tanh"):
+                run.append(backward(name, dy, x))
+            y = np.empty_like(x)
+            _core.log_softmax_forward(y, x)
+            dx = np.empty_like(x)
+            _core.log_softmax_backward(dx, dy, y)
+            outs.append(run + [y, dx])
+    finally:
+        _core.set_num_threads(saved)
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)

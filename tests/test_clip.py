@@ -82,6 +82,17 @@ def test_clip_grad_norm_mixed_dtypes():
         assert p.grad.data.dtype == p.data.dtype
 
 
+def test_clip_non_contiguous_gradients_in_place():
+    g = np.arange(12.0).reshape(3, 4)
+    p = param(np.zeros((4, 3)))
+    p.grad = Tensor(g.T)  # a transposed view
+    want = math.sqrt(float(np.sum(g ** 2)))
+    assert clip_grad_norm_([p], 1.0) == pytest.approx(want)
+    np.testing.assert_allclose(g, np.arange(12.0).reshape(3, 4) / (want + 1e-6))
+    clip_grad_value_([p], 0.1)
+    assert g.max() == 0.1
+
+
 def test_clip_grad_norm_single_parameter_and_generator():
     p = param(np.zeros(2), [3.0, 4.0])
     assert clip_grad_norm_(p, 1.0) == pytest.approx(5.0)

@@ -23,6 +23,10 @@ CASES = [
     ("asymmetric_padding", (2, 2, 6, 7), (3, 2, 2, 4), dict(padding=(0, 1, 1, 2))),
     ("conv1d_as_h_1", (4, 3, 1, 17), (5, 3, 1, 3), dict(padding=(0, 0, 1, 1), stride=(1, 2))),
     ("mnist_conv2", (4, 32, 13, 13), (64, 32, 3, 3), {}),
+    ("wide_same_padding", (3, 4, 10, 24), (5, 4, 3, 3), dict(padding=1)),
+    ("wide_dilated_asymmetric_groups", (2, 4, 9, 40), (6, 2, 3, 4),
+     dict(padding=(1, 0, 2, 1), dilation=(1, 2), groups=2)),
+    ("conv1d_same", (4, 6, 1, 40), (8, 6, 1, 5), dict(padding=(0, 0, 2, 2))),
 ]
 
 
@@ -149,6 +153,55 @@ def test_bit_identical_across_thread_counts():
         fastnn.set_num_threads(saved)
     for one, two in zip(*results):
         assert np.array_equal(one, two)
+
+
+@pytest.mark.parametrize("activation,alpha,keep_z", [("relu", 0.0, False), ("tanh", 0.0, False),
+                                                    ("leaky_relu", 0.2, False),
+                                                    ("gelu", 0.0, True), ("silu", 0.0, True)])
+@pytest.mark.parametrize("xs,ws,opts", [((3, 2, 7, 8), (4, 2, 3, 3), dict(padding=1)),
+                                        ((2, 4, 9, 20), (6, 2, 3, 3), dict(groups=2)),
+                                        ((2, 3, 8, 8), (5, 3, 2, 2), dict(stride=2))])
+def test_fused_activation_matches_torch(activation, alpha, keep_z, xs, ws, opts):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    acts = {"relu": F.relu, "tanh": torch.tanh, "leaky_relu": lambda v: F.leaky_relu(v, alpha),
+            "gelu": F.gelu, "silu": F.silu}
+    x, w, b = data(xs, ws, np.float64, seed=8)
+    shape = _core.conv2d_output_shape(xs, ws, **opts)
+    y, z = np.empty(shape), (np.empty(shape) if keep_z else None)
+    _core.conv2d_forward(y, x, w, b, activation=activation, alpha=alpha, Z=z, **opts)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    tz = torch_conv(torch, tx, tw, tb, **opts)
+    ty = acts[activation](tz)
+    assert_close(y, ty.detach().numpy(), 1e-12, f"{activation} Y")
+    if keep_z:
+        assert_close(z, tz.detach().numpy(), 1e-12, f"{activation} Z")
+    dy = np.random.default_rng(9).standard_normal(shape)
+    ty.backward(torch.tensor(dy))
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    _core.conv2d_backward(dy, x, w, Y=None if keep_z else y, Z=z, activation=activation,
+                          alpha=alpha, dX=dx, dW=dw, db=db, accumulate=False, **opts)
+    for got, t, what in ((dx, tx, "dX"), (dw, tw, "dW"), (db, tb, "db")):
+        assert_close(got, t.grad.numpy(), 1e-11, f"{activation} {what}")
+
+
+def test_fused_activation_errors():
+    x, w, y = arrays()
+    dy = np.zeros_like(y)
+    with pytest.raises(ValueError, match="conv2d_forward: unknown activation 'swish'"):
+        _core.conv2d_forward(y, x, w, activation="swish")
+    with pytest.raises(ValueError, match="conv2d_backward: activation 'relu' needs the forward's "
+                       "output Y or its pre-activation Z"):
+        _core.conv2d_backward(dy, x, w, activation="relu", dW=np.zeros_like(w))
+    with pytest.raises(ValueError, match=r"conv2d_backward: activation 'gelu' needs the "
+                       r"pre-activation Z \(pass Z to conv2d_forward\)"):
+        _core.conv2d_backward(dy, x, w, Y=y, activation="gelu", dW=np.zeros_like(w))
+    with pytest.raises(ValueError, match=r"conv2d_forward: Z has shape \(2, 4, 5, 5\), expected"):
+        _core.conv2d_forward(y, x, w, Z=np.zeros((2, 4, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="conv2d_forward: Z overlaps Y"):
+        _core.conv2d_forward(y, x, w, Z=y)
+    with pytest.raises(TypeError, match="conv2d_backward: Y has dtype float64"):
+        _core.conv2d_backward(dy, x, w, Y=y.astype(np.float64), activation="relu")
 
 
 def test_output_shape_helper():

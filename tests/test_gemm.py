@@ -98,7 +98,8 @@ def test_mixed_dtypes():
 def test_mismatched_inner_dimension():
     a = np.ones((2, 3), np.float32)
     b = np.ones((4, 2), np.float32)
-    with pytest.raises(ValueError, match=r"fastnn\.gemm: cannot multiply op\(A\) of shape \(2, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"fastnn\.gemm: cannot multiply op\(A\) of shape \(2, 3\)"):
         _core.gemm(np.empty((2, 2), np.float32), a, b)
 
 
@@ -118,7 +119,8 @@ def test_not_two_dimensional():
 def test_non_contiguous():
     a = np.ones((3, 2), np.float32).T  # a transposed view: (2, 3), not C-contiguous
     b = np.ones((3, 2), np.float32)
-    with pytest.raises(ValueError, match=r"fastnn\.gemm: A with shape \(2, 3\) must be C-contiguous"):
+    with pytest.raises(ValueError,
+                       match=r"fastnn\.gemm: A with shape \(2, 3\) must be C-contiguous"):
         _core.gemm(np.empty((2, 2), np.float32), a, b)
 
 

@@ -287,3 +287,26 @@ def test_mse_and_bce_errors():
         _core.bce_with_logits_forward(x.astype(np.int32), x.astype(np.int32))
     with pytest.raises(ValueError, match="fastnn.bce_with_logits_forward: pos_weight needs"):
         _core.bce_with_logits_forward(np.zeros(()), np.zeros(()), np.ones(1))
+
+
+def test_losses_identical_for_one_and_two_threads():
+    saved = _core.get_num_threads()
+    rng = np.random.default_rng(11)
+    logits = rng.normal(0, 3, (5000, 37)).astype(np.float32)
+    labels = rng.integers(0, 37, 5000).astype(np.int64)
+    target = rng.uniform(0, 1, logits.shape).astype(np.float32)
+    results = []
+    try:
+        for threads in (1, 2):
+            _core.set_num_threads(threads)
+            loss, probs = ce(logits, labels, label_smoothing=0.1)
+            d = ce_grad(logits, labels, label_smoothing=0.1)
+            bce = _core.bce_with_logits_forward(logits, target)
+            mse = _core.mse_forward(logits, target, "sum")
+            results.append((loss, probs, d, bce, mse))
+    finally:
+        _core.set_num_threads(saved)
+    (l1, p1, d1, b1, m1), (l2, p2, d2, b2, m2) = results
+    assert (l1, b1, m1) == (l2, b2, m2)
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(d1, d2)

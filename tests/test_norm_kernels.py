@@ -253,7 +253,7 @@ def test_batch_norm_argument_errors():
         _core.batch_norm_forward_train(y, m, s, x, running_var=np.zeros(3))
     with pytest.raises(ValueError, match="save_mean overlaps running_mean"):
         _core.batch_norm_forward_train(y, m, s, x, running_mean=m)
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="eps must be finite and >= 0"):
         _core.batch_norm_forward_train(y, m, s, x, eps=-1.0)
     with pytest.raises(ValueError, match="batch_norm_forward_eval: Y has shape"):
         _core.batch_norm_forward_eval(y[:2].copy(), x, m, s)
@@ -295,7 +295,8 @@ def test_dropout2d_argument_errors():
     with pytest.raises(ValueError, match=r"dropout2d_apply: mask has shape \(2, 4\), expected "
                        r"\(2, 3\)"):
         _core.dropout2d_apply(np.empty_like(x), x, np.zeros((2, 4), np.float32), 1.0)
-    with pytest.raises(TypeError, match="dropout2d_apply: mask must be float32 or float64, got bool"):
+    with pytest.raises(TypeError, match="dropout2d_apply: mask must be float32 or float64, "
+                       "got bool"):
         _core.dropout2d_apply(np.empty_like(x), x, np.zeros((2, 3), bool), 1.0)
     with pytest.raises(ValueError, match="dropout2d_backward: dX has shape"):
         _core.dropout2d_backward(np.zeros((2, 3, 5), np.float32), x,

@@ -145,6 +145,19 @@ def test_parameter_without_grad_is_left_alone():
     assert not np.array_equal(p.data, np.ones(3, np.float32))
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_non_contiguous_gradient_gives_the_same_update(name):
+    kwargs = {"lr": 0.1, "momentum": 0.9} if name == "SGD" else {"lr": 0.1}
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((3, 5))
+    p, q = Parameter(np.ones((5, 3))), Parameter(np.ones((5, 3)))
+    p.grad = Tensor(np.ascontiguousarray(g.T))
+    q.grad = Tensor(g.T)  # a transposed view, as autograd may produce
+    for param in (p, q):
+        getattr(optim, name)([param], **kwargs).step()
+    assert np.array_equal(p.data, q.data)
+
+
 def test_updates_in_place_without_rebinding():
     p = Parameter(np.ones((2, 2)))
     view = p.data[0]
@@ -280,17 +293,31 @@ def test_load_state_dict_errors():
         opt.load_state_dict({"state": {}})
 
 
-def test_pickle_and_deepcopy_keep_the_state():
+def test_pickle_keeps_the_state():
     p = Parameter(np.zeros(3))
     opt = optim.Adam([p], lr=0.1)
     set_grad(p, np.ones(3))
     opt.step()
-    for clone in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
-        cp = clone.param_groups[0]["params"][0]
-        assert cp is not p and clone.state[cp]["step"] == 1
-        set_grad(cp, np.ones(3))
-        clone.step()
-        assert clone.state[cp]["step"] == 2
+    clone = pickle.loads(pickle.dumps(opt))
+    cp = clone.param_groups[0]["params"][0]
+    assert cp is not p and clone.state[cp]["step"] == 1
+    set_grad(cp, np.ones(3))
+    clone.step()
+    assert clone.state[cp]["step"] == 2
+
+
+def test_deepcopy_keeps_the_state():
+    p = Parameter(np.zeros(3))
+    opt = optim.Adam([p], lr=0.1)
+    set_grad(p, np.ones(3))
+    opt.step()
+    clone = copy.deepcopy(opt)
+    cp = clone.param_groups[0]["params"][0]
+    assert cp is not p and clone.state[cp]["step"] == 1
+    set_grad(cp, np.ones(3))
+    clone.step()
+    assert clone.state[cp]["step"] == 2
+    assert opt.state[p]["step"] == 1
 
 
 # --- zero_grad, step, repr --------------------------------------------------------------------
@@ -373,7 +400,15 @@ def one_param():
     (lambda: optim.Adam(one_param(), betas=(0.9, -0.1)), ValueError, r"invalid betas\[1\]"),
     (lambda: optim.Adam(one_param(), betas=0.9), TypeError, "Adam: betas must be a pair"),
     (lambda: optim.Adam(one_param(), eps=-1e-8), ValueError, "Adam: invalid eps"),
-    (lambda: optim.Adam(one_param(), lr=float("nan")), ValueError, "Adam: invalid lr nan"),
+    (lambda: optim.Adam(one_param(), eps=0.0), ValueError, r"Adam: invalid eps 0.0 \(must be > 0"),
+    (lambda: optim.SGD(one_param(), lr=float("inf")), ValueError,
+     r"SGD: invalid lr inf \(must be finite\)"),
+    (lambda: optim.SGD(one_param(), dampening=float("-inf")), ValueError, "invalid dampening"),
+    (lambda: optim.RMSprop(one_param(), alpha=1.0), ValueError,
+     r"RMSprop: invalid alpha 1.0 \(must be in \[0, 1\)\)"),
+    (lambda: optim.Adagrad(one_param(), eps=0), ValueError, "Adagrad: invalid eps 0"),
+    (lambda: optim.Adam(one_param(), lr=float("nan")), ValueError,
+     r"Adam: invalid lr nan \(must be finite\)"),
     (lambda: optim.AdamW(one_param(), weight_decay=-0.01), ValueError,
      "AdamW: invalid weight_decay"),
     (lambda: optim.Adam(one_param(), amsgrad="yes"), TypeError, "amsgrad must be a bool"),
@@ -474,3 +509,23 @@ def test_fitting_a_linear_model_with_autograd_matches_torch():
         topt.step()
     np.testing.assert_allclose(w.data, tw.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b.data, tb.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_bit_identical_for_one_and_two_threads(name):
+    import fastnn
+
+    kwargs = {"momentum": 0.9, "lr": 0.1} if name == "SGD" else {"lr": 0.01}
+    rng = np.random.default_rng(6)
+    init = rng.standard_normal((300, 257)).astype(np.float32)
+    grads = [rng.standard_normal(init.shape).astype(np.float32) for _ in range(3)]
+    results = []
+    for threads in (1, 2):
+        fastnn.set_num_threads(threads)
+        p = Parameter(init.copy())
+        opt = getattr(optim, name)([p], **kwargs)
+        for g in grads:
+            set_grad(p, g)
+            opt.step()
+        results.append(p.data)
+    assert np.array_equal(results[0], results[1])

@@ -363,3 +363,25 @@ def test_list_utility_errors():
         _core.scale_([ro], 2.0)
     with pytest.raises(ValueError, match=r"fastnn.scale_: arrays\[1\] overlaps arrays\[0\]"):
         _core.scale_([a, a], 2.0)
+
+
+def test_steps_identical_for_one_and_two_threads():
+    saved = _core.get_num_threads()
+    shapes = [(700, 300), (300,), (5,)]
+    finals = []
+    try:
+        for threads in (1, 2):
+            _core.set_num_threads(threads)
+            rng = np.random.default_rng(12)  # the same data for both runs
+            params = [rng.normal(size=s).astype(np.float32) for s in shapes]
+            grads = [rng.normal(size=s).astype(np.float32) for s in shapes]
+            m, v, vmax = zeros_like(params), zeros_like(params), zeros_like(params)
+            for step in range(1, 4):
+                _core.adam_step(params, grads, m, v, step, lr=1e-2, weight_decay=0.01,
+                                max_exp_avg_sqs=vmax)
+            finals.append((params, _core.sum_of_squares(params)))
+    finally:
+        _core.set_num_threads(saved)
+    assert finals[0][1] == finals[1][1]
+    for a, b in zip(finals[0][0], finals[1][0]):
+        np.testing.assert_array_equal(a, b)

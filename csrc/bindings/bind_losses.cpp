@@ -1,5 +1,4 @@
 // Bindings for the loss kernels: cross-entropy (fused with softmax), MSE, BCE with logits.
-#include <cmath>
 #include <optional>
 
 #include <pybind11/stl.h>

@@ -58,7 +58,9 @@ NCS ncs(const std::string& op, const char* name, const py::array& x) {
 }
 
 void check_eps(const std::string& op, double eps) {
-  if (!(eps >= 0.0) || !std::isfinite(eps)) fail(op, "eps must be >= 0, got " + std::to_string(eps));
+  if (!(eps >= 0.0) || !std::isfinite(eps)) {
+    fail(op, "eps must be finite and >= 0, got " + std::to_string(eps));
+  }
 }
 
 // An optional float array of X's dtype and the expected shape.

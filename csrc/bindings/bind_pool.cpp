@@ -95,7 +95,7 @@ Pool2dShape pool_shape(const std::string& op, const std::vector<int64_t>& in,
 }
 
 void int64_array(const std::string& op, const char* name, const py::array& a) {
-  if (!a.dtype().is(py::dtype::of<int64_t>())) {
+  if (a.dtype().kind() != 'i' || a.itemsize() != 8) {
     fail_type(op, std::string(name) + " must be int64, got " + dtype_str(a));
   }
   if (!(a.flags() & py::array::c_style)) {

@@ -50,15 +50,28 @@ inline std::string shape_str(const std::vector<int64_t>& shape) {
 
 inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// Compares dtypes by value: arrays restored by pickle carry dtype objects that are equal to, but
+// not the same object as, numpy's canonical ones.
+template <class T>
+bool is_native(const py::array& a) {
+  const py::dtype dt = a.dtype();
+  return dt.kind() == 'f' && dt.itemsize() == static_cast<py::ssize_t>(sizeof(T)) &&
+         (dt.byteorder() == '=' || dt.byteorder() == '|' ||
+          dt.byteorder() == py::dtype::of<T>().byteorder());
+}
+
 // float32 or float64, C-contiguous; anything else is refused rather than silently copied.
 inline DType float_array(const std::string& op, const char* name, const py::array& a) {
   DType dt;
-  if (a.dtype().is(py::dtype::of<float>())) {
+  if (is_native<float>(a)) {
     dt = DType::f32;
-  } else if (a.dtype().is(py::dtype::of<double>())) {
+  } else if (is_native<double>(a)) {
     dt = DType::f64;
   } else {
-    fail_type(op, std::string(name) + " must be float32 or float64, got " + dtype_str(a));
+    // A float32/float64 that failed is in the other byte order.
+    const bool swapped = a.dtype().kind() == 'f' && (a.itemsize() == 4 || a.itemsize() == 8);
+    fail_type(op, std::string(name) + " must be float32 or float64, got " + dtype_str(a) +
+                      (swapped ? " in non-native byte order" : ""));
   }
   if (!(a.flags() & py::array::c_style)) {
     fail(op, std::string(name) + " with shape " + shape_str(a) +
@@ -69,7 +82,7 @@ inline DType float_array(const std::string& op, const char* name, const py::arra
 
 inline void same_dtype(const std::string& op, const char* name, const py::array& a,
                        const char* ref_name, const py::array& ref) {
-  if (!a.dtype().is(ref.dtype())) {
+  if (a.dtype().kind() != ref.dtype().kind() || a.dtype().itemsize() != ref.dtype().itemsize()) {
     fail_type(op, std::string(name) + " has dtype " + dtype_str(a) + " but " + ref_name +
                       " has dtype " + dtype_str(ref) + "; they must match");
   }

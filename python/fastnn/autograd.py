@@ -111,7 +111,7 @@ def _accumulate_leaf(leaf, grad):
         )
     if leaf.grad is None:
         # Copy: a backward function may hand out a view shared with another gradient.
-        leaf.grad = Tensor(np.array(grad, dtype=leaf._data.dtype, copy=True))
+        leaf.grad = Tensor(np.array(grad, dtype=leaf._data.dtype, copy=True, order="C"))
     else:
         leaf.grad._data += grad
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "activation_math.h"
 #include "conv.h"
 #include "threading.h"
 
@@ -73,6 +74,12 @@ std::vector<Case> grid() {
       {"batch_larger_than_gradient_chunks", make(19, 2, 6, 6, 3, 3, 3, 1, 1, 1)},
       {"large_plane_single_sample_batches", make(3, 2, 30, 30, 4, 3, 3, 1, 1, 1)},
   };
+  // Stride-1 shapes wide enough for the wide unfolding, with its padded-copy variants.
+  cases.push_back({"wide_unpadded", make(3, 2, 9, 16, 3, 3, 3)});
+  cases.push_back({"wide_padded_dilated", make(2, 3, 12, 20, 4, 3, 3, 1, 1, 2, 2)});
+  Conv2dShape wide_asym = make(2, 4, 9, 21, 6, 2, 4, 2);
+  wide_asym.pad_top = 0, wide_asym.pad_bottom = 1, wide_asym.pad_left = 1, wide_asym.pad_right = 2;
+  cases.push_back({"wide_asymmetric_padding_groups", wide_asym});
   Conv2dShape asym = make(2, 2, 6, 7, 3, 2, 4);
   asym.pad_top = 0, asym.pad_bottom = 1, asym.pad_left = 1, asym.pad_right = 2;
   cases.push_back({"asymmetric_same_padding", asym});
@@ -155,6 +162,58 @@ TEST_F(Conv, SkippedGradientsLeaveOthersUnchanged) {
   conv2d_backward<double>(nullptr, dw2.data(), nullptr, dy.data(), x.data(), w.data(), s, false);
   EXPECT_EQ(dx, dx2);
   EXPECT_EQ(dw, dw2);
+}
+
+// The fused epilogue equals the plain convolution followed by the activation, and the fused
+// backward equals the plain backward of dy * act'(.). Covers the derivative taken from y (z not
+// kept) and from z (y not passed), in the exact and the wide layouts.
+TEST_F(Conv, FusedActivationMatchesConvThenActivation) {
+  struct ActCase {
+    Act kind;
+    double alpha;
+    bool keep_z;
+  };
+  const ActCase acts[] = {{Act::relu, 0, false}, {Act::tanh, 0, false},
+                          {Act::leaky_relu, 0.1, false}, {Act::gelu, 0, true},
+                          {Act::relu, 0, true}};
+  for (const auto& c : grid()) {
+    const Conv2dShape& s = c.s;
+    const int64_t y_size = s.n * s.oc * s.oh * s.ow;
+    const auto x = pattern<double>(s.n * s.c * s.h * s.w, 1);
+    const auto w = pattern<double>(s.oc * s.patch(), 2), b = pattern<double>(s.oc, 3);
+    const auto dy = pattern<double>(y_size, 4);
+    std::vector<double> zr(y_size);
+    conv2d_forward_reference(zr.data(), x.data(), w.data(), b.data(), s);
+    for (const auto& a : acts) {
+      const Activation act{a.kind, a.alpha};
+      std::vector<double> yr(y_size), dzr(y_size);
+      for (int64_t e = 0; e < y_size; ++e) {
+        yr[e] = act_forward(a.kind, zr[e], a.alpha);
+        dzr[e] = dy[e] * act_derivative(a.kind, zr[e], yr[e], a.alpha);
+      }
+      std::vector<double> dxr(x.size()), dwr(w.size()), dbr(s.oc);
+      conv2d_backward_reference(dxr.data(), dwr.data(), dbr.data(), dzr.data(), x.data(),
+                                w.data(), s, false);
+      std::vector<double> y(y_size), z(y_size), dx(x.size()), dw(w.size()), db(s.oc);
+      conv2d_forward(y.data(), a.keep_z ? z.data() : nullptr, x.data(), w.data(), b.data(), s,
+                     act);
+      EXPECT_LE(max_rel_diff(y, yr), 1e-12) << c.name << " y act " << act_name(a.kind);
+      if (a.keep_z) EXPECT_LE(max_rel_diff(z, zr), 1e-12) << c.name << " z";
+      conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(),
+                      a.keep_z ? nullptr : y.data(), a.keep_z ? z.data() : nullptr, s, act,
+                      false);
+      EXPECT_LE(max_rel_diff(dx, dxr), 1e-12) << c.name << " dx act " << act_name(a.kind);
+      EXPECT_LE(max_rel_diff(dw, dwr), 1e-11) << c.name << " dw act " << act_name(a.kind);
+      EXPECT_LE(max_rel_diff(db, dbr), 1e-11) << c.name << " db act " << act_name(a.kind);
+    }
+  }
+}
+
+// A weight so large that fewer gradient partials are kept (the partial memory budget).
+TEST_F(Conv, LargeWeightUsesFewerPartials) {
+  Case c{"large_weight", make(9, 1024, 2, 2, 1024, 1, 1)};
+  ASSERT_TRUE(conv2d_finish_shape(c.s));
+  check_against_reference<double>(c, true, true);
 }
 
 TEST_F(Conv, ZeroSizedBatch) {

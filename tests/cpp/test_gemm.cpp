@@ -120,6 +120,8 @@ const Case kCases[] = {
     {"m_eq_1", 1, 37, 29, false, false},
     {"m_eq_1_trans_b", 1, 512, 784, false, true},
     {"m_eq_1_trans_a", 1, 40, 33, true, false},
+    {"m_eq_1_beta_strided", 1, 70, 30, false, false, 2, 5, 3, 1.5, 0.5},
+    {"m_eq_1_wider_than_row_chunk", 1, 1100, 7, false, false},
     {"n_eq_1", 45, 1, 33, false, false},
     {"k_eq_1", 13, 21, 1, false, false},
     {"n_below_tile", 7, 5, 19, false, false},
@@ -212,6 +214,8 @@ TEST_F(GemmTest, FusedEpilogueCoversEveryElementOnce) {
   const Case shapes[] = {{"dot", 5, 70, 30, false, true},
                          {"direct", 5, 70, 30, false, false},
                          {"packed", 100, 70, 30, false, false},
+                         {"packed_many_slivers_and_blocks", 150, 300, 20, false, true},
+                         {"row", 1, 300, 20, false, false},
                          {"k_eq_0", 4, 5, 0, false, false}};
   for (int threads : {1, 2}) {
     set_num_threads(threads);

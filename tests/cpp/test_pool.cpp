@@ -115,6 +115,14 @@ TEST_F(Pool, MaxPoolNanWins) {
   max_pool2d_forward(y.data(), idx.data(), x.data(), s);
   EXPECT_TRUE(std::isnan(y[0]));
   EXPECT_EQ(idx[0], 1);
+  // Several NaNs: the last one's index, in the 2x2 fast path and in the general loop alike.
+  const std::vector<float> two_nans = {NAN, 5.0f, NAN, 1.0f};
+  max_pool2d_forward(y.data(), idx.data(), two_nans.data(), s);
+  EXPECT_EQ(idx[0], 2);
+  Pool2dShape general = make(1, 1, 2, 2, 2, 1, 0, 1, false);  // stride 1: not the fast path
+  ASSERT_TRUE(pool2d_finish_shape(general));
+  max_pool2d_forward(y.data(), idx.data(), two_nans.data(), general);
+  EXPECT_EQ(idx[0], 2);
 }
 
 template <class T>

@@ -1,6 +1,6 @@
 """fastnn.nn: modules, layers, losses and initialisers."""
 
-from . import init
+from . import init, utils
 from .container import ModuleDict, ModuleList, Sequential
 from .conv import Conv1d, Conv2d
 from .layers import (ELU, GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU,

@@ -12,7 +12,7 @@ class Sequential(Module):
     """Modules applied one after another.
 
     A `Linear` (without its own activation) directly followed by an activation module runs as
-    one fused kernel; the result is the same as running them separately.
+    one fused kernel; the result equals running them separately up to float rounding.
 
     Example:
         >>> model = Sequential(Linear(784, 128), ReLU(), Linear(128, 10))

@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _kernels
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _grad_array
 
 __all__ = ["Adagrad"]
 
@@ -42,7 +42,7 @@ class Adagrad(Optimizer):
         self._check_real(group, "lr_decay", lambda v: v >= 0, ">= 0")
         self._check_real(group, "weight_decay", lambda v: v >= 0, ">= 0")
         self._check_real(group, "initial_accumulator_value", lambda v: v >= 0, ">= 0")
-        self._check_real(group, "eps", lambda v: v >= 0, ">= 0")
+        self._check_real(group, "eps", lambda v: v > 0, "> 0")
         self._check_bool(group, "maximize")
 
     def _init_group_state(self, group):
@@ -73,7 +73,7 @@ class Adagrad(Optimizer):
                 if bucket is None:
                     bucket = buckets[key] = ([], [], [])
                 bucket[0].append(p.data)
-                bucket[1].append(p.grad.data)
+                bucket[1].append(_grad_array(p))
                 bucket[2].append(st["sum"])
             for (_, step), (params, grads, state_sums) in buckets.items():
                 _kernels.adagrad_step(

@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _kernels
-from .optimizer import Optimizer, _is_real
+from .optimizer import Optimizer, _grad_array, _is_real
 
 __all__ = ["Adam", "AdamW"]
 
@@ -53,7 +53,7 @@ class Adam(Optimizer):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{self._name}: invalid betas[{i}] {beta!r} "
                                  f"(must be in [0, 1))")
-        self._check_real(group, "eps", lambda v: v >= 0, ">= 0")
+        self._check_real(group, "eps", lambda v: v > 0, "> 0")
         self._check_real(group, "weight_decay", lambda v: v >= 0, ">= 0")
         for name in ("amsgrad", "maximize", "decoupled_weight_decay"):
             self._check_bool(group, name)
@@ -82,7 +82,7 @@ class Adam(Optimizer):
                 if bucket is None:
                     bucket = buckets[key] = ([], [], [], [], [])
                 bucket[0].append(p.data)
-                bucket[1].append(p.grad.data)
+                bucket[1].append(_grad_array(p))
                 bucket[2].append(st["exp_avg"])
                 bucket[3].append(st["exp_avg_sq"])
                 if amsgrad:

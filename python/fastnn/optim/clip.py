@@ -34,6 +34,16 @@ def _grads_by_dtype(name, parameters):
     return groups
 
 
+def _in_place(arrays, kernel, fallback):
+    """Run the multi-tensor kernel on the C-contiguous arrays, numpy on any others (views)."""
+    contiguous = [g for g in arrays if g.flags.c_contiguous]
+    if contiguous:
+        kernel(contiguous)
+    for g in arrays:
+        if not g.flags.c_contiguous:
+            fallback(g)
+
+
 def _real(name, arg, value):
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{name}: {arg} must be a real number, got {type(value).__name__}")
@@ -78,7 +88,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     # Dtypes in a fixed order so the sum is the same on every run.
     ordered = [groups[d] for d in sorted(groups, key=lambda d: d.itemsize)]
     if norm_type == 2.0:
-        total = math.sqrt(sum(_kernels.sum_of_squares(arrays) for arrays in ordered))
+        total = math.sqrt(sum(_kernels.sum_of_squares([np.ascontiguousarray(g) for g in arrays])
+                              for arrays in ordered))
     elif norm_type == math.inf:
         total = max(float(np.max(np.abs(g))) if g.size else 0.0
                     for arrays in ordered for g in arrays)
@@ -95,7 +106,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # also true when coef is nan: PyTorch then fills the grads with nan
         for arrays in ordered:
-            _kernels.scale_(arrays, coef)
+            _in_place(arrays, lambda a: _kernels.scale_(a, coef), lambda g: g.__imul__(coef))
     return total
 
 
@@ -114,4 +125,5 @@ def clip_grad_value_(parameters, clip_value):
     if not clip_value >= 0:
         raise ValueError(f"{name}: clip_value must be >= 0, got {clip_value}")
     for arrays in _grads_by_dtype(name, parameters).values():
-        _kernels.clamp_(arrays, -clip_value, clip_value)
+        _in_place(arrays, lambda a: _kernels.clamp_(a, -clip_value, clip_value),
+                  lambda g: np.clip(g, -clip_value, clip_value, out=g))

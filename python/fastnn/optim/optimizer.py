@@ -246,12 +246,16 @@ class Optimizer:
         if value is None:
             return None
         if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
-            arr = np.array(value, dtype=p.data.dtype, order="C", copy=True)
-            if arr.shape != p.data.shape:
+            saved = np.asarray(value)
+            if saved.shape != p.data.shape:
                 raise ValueError(
                     f"{self._name}: saved state '{key}' of parameter {index} has shape "
-                    f"{arr.shape}, the parameter has shape {p.data.shape}"
+                    f"{saved.shape}, the parameter has shape {p.data.shape}"
                 )
+            # A fresh array of the canonical dtype object: unpickled arrays carry equal but
+            # distinct dtype objects, and np.array(copy=True) would keep them.
+            arr = np.empty(p.data.shape, np.dtype(p.data.dtype.str))
+            np.copyto(arr, saved, casting="same_kind")
             return arr
         return copy.deepcopy(value)
 
@@ -270,12 +274,14 @@ class Optimizer:
     # --- helpers for subclasses ---------------------------------------------------------------
 
     def _check_real(self, group, name, ok, rule):
-        """Check that group[name] is a real number for which ok(value) holds (rule says so)."""
+        """Check that group[name] is a finite real number for which ok(value) holds."""
         value = group[name]
         if not _is_real(value):
             raise TypeError(f"{self._name}: {name} must be a real number, got "
                             f"{type(value).__name__}")
-        if math.isnan(value) or not ok(value):
+        if not math.isfinite(value):
+            raise ValueError(f"{self._name}: invalid {name} {value!r} (must be finite)")
+        if not ok(value):
             raise ValueError(f"{self._name}: invalid {name} {value!r} (must be {rule})")
 
     def _check_bool(self, group, name):
@@ -307,6 +313,12 @@ def _check_param(name, p, where):
                         f"or float64 parameters")
     if not data.flags.c_contiguous or not data.flags.writeable:
         raise ValueError(f"{name}: {where} must be a C-contiguous, writable array")
+
+
+def _grad_array(p):
+    """p's gradient as a C-contiguous array (copied only when it is not one already)."""
+    g = p.grad.data
+    return g if g.flags.c_contiguous else np.ascontiguousarray(g)
 
 
 def _copy_value(value):

@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _kernels
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _grad_array
 
 __all__ = ["RMSprop"]
 
@@ -41,8 +41,8 @@ class RMSprop(Optimizer):
 
     def _check_group(self, group):
         self._check_real(group, "lr", lambda v: v >= 0, ">= 0")
-        self._check_real(group, "alpha", lambda v: v >= 0, ">= 0")
-        self._check_real(group, "eps", lambda v: v >= 0, ">= 0")
+        self._check_real(group, "alpha", lambda v: 0 <= v < 1, "in [0, 1)")
+        self._check_real(group, "eps", lambda v: v > 0, "> 0")
         self._check_real(group, "weight_decay", lambda v: v >= 0, ">= 0")
         self._check_real(group, "momentum", lambda v: v >= 0, ">= 0")
         self._check_bool(group, "centered")
@@ -72,7 +72,7 @@ class RMSprop(Optimizer):
                 if bucket is None:
                     bucket = buckets[p.data.dtype] = ([], [], [], [], [])
                 bucket[0].append(p.data)
-                bucket[1].append(p.grad.data)
+                bucket[1].append(_grad_array(p))
                 bucket[2].append(st["square_avg"])
                 if use_momentum:
                     bucket[3].append(st["momentum_buffer"])

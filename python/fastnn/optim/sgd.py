@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _kernels
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _grad_array
 
 __all__ = ["SGD"]
 
@@ -41,7 +41,7 @@ class SGD(Optimizer):
     def _check_group(self, group):
         self._check_real(group, "lr", lambda v: v >= 0, ">= 0")
         self._check_real(group, "momentum", lambda v: v >= 0, ">= 0")
-        self._check_real(group, "dampening", lambda v: True, "a real number")
+        self._check_real(group, "dampening", lambda v: True, "finite")
         self._check_real(group, "weight_decay", lambda v: v >= 0, ">= 0")
         self._check_bool(group, "nesterov")
         self._check_bool(group, "maximize")
@@ -74,7 +74,7 @@ class SGD(Optimizer):
                 if bucket is None:
                     bucket = buckets[key] = ([], [], [])
                 bucket[0].append(p.data)
-                bucket[1].append(p.grad.data)
+                bucket[1].append(_grad_array(p))
                 bucket[2].append(buf)
             for (_, first), (params, grads, bufs) in buckets.items():
                 _kernels.sgd_step(
