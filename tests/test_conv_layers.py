@@ -143,16 +143,22 @@ def test_gradients_accumulate_over_backward_calls_and_shared_weights():
     layer(x).sum().backward()
     assert_close(layer.weight.grad.data, 2 * once_w, 1e-12, "weight gradient after 2 calls")
     assert_close(layer.bias.grad.data, 2 * once_b, 1e-12, "bias gradient after 2 calls")
-    # The same weights used twice in one graph (a fresh weight grad, an existing bias grad).
-    layer.weight.grad = None
-    square = nn.Conv2d(3, 3, 3, padding=1, dtype=np.float64)
-    square.bias.grad = fastnn.Tensor(np.zeros(3))
-    square(square(rng.standard_normal((1, 3, 4, 4)))).sum().backward()
-    w = Parameter(square.weight.data.copy())
-    b = Parameter(square.bias.data.copy())
+    # The same weights used twice in one graph: the second backward call accumulates.
     x2 = fastnn.Tensor(rng.standard_normal((1, 3, 4, 4)))
-    F.conv2d(F.conv2d(x2, w, b, padding=1), w, b, padding=1).sum().backward()
-    assert w.grad is not None and b.grad is not None
+    w = Parameter(rng.standard_normal((3, 3, 3, 3)))
+    b = Parameter(rng.standard_normal(3))
+
+    def twice(w, b):
+        return F.conv2d(F.conv2d(x2, w, b, padding=1), w, b, padding=1)
+
+    assert gradcheck(twice, [w, b])
+    # A fresh weight gradient next to an existing bias gradient share one kernel call.
+    w.grad, b.grad = None, fastnn.Tensor(np.ones(3))
+    twice(w, b).backward(np.ones((1, 3, 4, 4)))
+    reference_w, reference_b = Parameter(w.data.copy()), Parameter(b.data.copy())
+    twice(reference_w, reference_b).backward(np.ones((1, 3, 4, 4)))
+    assert_close(w.grad.data, reference_w.grad.data, 1e-12, "fresh weight gradient")
+    assert_close(b.grad.data, reference_b.grad.data + 1, 1e-12, "accumulated bias gradient")
 
 
 def test_frozen_weight_and_input_without_grad():
@@ -296,3 +302,35 @@ def test_functional_argument_errors():
         F.conv2d(x, w, padding="same", stride=2, groups=2)
     with pytest.raises(ValueError, match=r"conv2d: b has shape \(3,\), expected \(4,\)"):
         F.conv2d(x, w, Parameter(np.zeros(3, np.float32)), groups=2)
+
+
+@pytest.mark.parametrize("activation,alpha", [("relu", 0.0), ("leaky_relu", 0.1), ("tanh", 0.0),
+                                              ("gelu", 0.0), ("elu", 1.0)])
+def test_fused_activation_matches_separate_activation(activation, alpha):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 6, 5))
+    fused = nn.Conv2d(3, 4, 3, padding=1, activation=activation, alpha=alpha, dtype=np.float64)
+    plain = nn.Conv2d(3, 4, 3, padding=1, dtype=np.float64)
+    plain.load_state_dict(fused.state_dict())
+    xf, xp = fastnn.Tensor(x.copy(), requires_grad=True), fastnn.Tensor(x.copy(),
+                                                                        requires_grad=True)
+    yf = fused(xf)
+    yp = F.activation(plain(xp), activation, alpha)
+    assert_close(yf.data, yp.data, 1e-12, f"{activation} output")
+    dy = rng.standard_normal(yf.shape)
+    yf.backward(dy)
+    yp.backward(dy)
+    for what, a, b in (("input", xf, xp), ("weight", fused.weight, plain.weight),
+                       ("bias", fused.bias, plain.bias)):
+        assert_close(a.grad.data, b.grad.data, 1e-11, f"{activation} {what} gradient")
+    assert f"activation={activation!r}" in repr(fused)
+    w = Parameter(rng.standard_normal((2, 3, 2, 2)))
+    assert gradcheck(lambda x: F.conv2d(x, w, activation=activation, alpha=alpha),
+                     [fastnn.Tensor(x[:1], requires_grad=True)])
+
+
+def test_fused_conv1d_and_unknown_activation():
+    layer = nn.Conv1d(2, 3, 3, activation="relu")
+    assert np.all(layer(np.random.default_rng(0).standard_normal((2, 2, 9))).data >= 0)
+    with pytest.raises(ValueError, match="Conv2d: unknown activation 'swish'"):
+        nn.Conv2d(1, 1, 3, activation="swish")

@@ -599,8 +599,10 @@ def _conv_padding(padding, kernel: tuple, stride: tuple, dilation: tuple, op: st
     return tuple((p, p) for p in pads)
 
 
-def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims: int) -> Tensor:
-    """conv1d and conv2d, both on the conv2d kernel (1-D as planes of height 1)."""
+def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims: int,
+          activation: str = "identity", alpha: float = 0.0) -> Tensor:
+    """conv1d and conv2d, both on the conv2d kernel (1-D as planes of height 1), with an
+    optional activation fused into the kernel's output pass and its gradient into the backward."""
     input = _tensor(input)
     layout = "(N, C, L)" if dims == 1 else "(N, C, H, W)"
     unbatched = _add_batch_axis(input, op, dims + 2, layout)
@@ -626,9 +628,16 @@ def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims:
     else:
         options = dict(stride=stride, padding=pads[0] + pads[1], dilation=dilation,
                        groups=int(groups))
+    from .autograd import is_grad_enabled
+
+    fused = activation != "identity"
+    needs_grad = any(t is not None and t.requires_grad for t in (input, weight, bias))
     try:
         y = np.empty(_ops.conv2d_output_shape(x.shape, w.shape, **options), dtype=dtype)
-        _ops.conv2d_forward(y, x, w, b, **options)
+        z = np.empty_like(y) if fused and needs_grad and is_grad_enabled() \
+            and _needs_preactivation(activation, alpha) else None
+        _ops.conv2d_forward(y, x, w, b, activation=activation, alpha=float(alpha), Z=z,
+                            **options)
     except (ValueError, TypeError) as error:
         raise _renamed(error, op) from None
     out_shape = y.shape if dims == 2 else y.shape[:2] + y.shape[3:]
@@ -638,8 +647,10 @@ def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims:
         gy = np.ascontiguousarray(g, dtype=dtype).reshape(y.shape)
         dx = np.empty_like(x) if input.requires_grad else None
         ((dw, return_w), (db, return_b)), accumulate = _grad_targets(weight, bias)
-        _ops.conv2d_backward(gy, x, w, dX=dx, dW=None if dw is None else dw.reshape(w.shape),
-                             db=db, accumulate=accumulate, **options)
+        _ops.conv2d_backward(gy, x, w, Y=y if fused else None, Z=z, activation=activation,
+                             alpha=float(alpha), dX=dx,
+                             dW=None if dw is None else dw.reshape(w.shape), db=db,
+                             accumulate=accumulate, **options)
         return _with_param_grads(None if dx is None else dx.reshape(input.shape), weight, dw,
                                  return_w, bias, db, return_b)
 
@@ -647,24 +658,30 @@ def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims:
     return Tensor._from_op(out, parents, backward)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
-    """2-D cross-correlation, as torch.nn.functional.conv2d.
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           activation: str = "identity", alpha: float = 0.0) -> Tensor:
+    """2-D cross-correlation, as torch.nn.functional.conv2d, optionally followed by a fused
+    activation.
 
     Shapes: input (N, C, H, W) or (C, H, W), weight (OC, C / groups, KH, KW), bias (OC,) or
     None; result (N, OC, OH, OW). stride and dilation: an int or a pair. padding: an int, a
     pair, "valid" (none) or "same" (output as large as the input; stride 1 only; an even
-    dilated kernel pads one more at the bottom and right, as PyTorch does).
+    dilated kernel pads one more at the bottom and right, as PyTorch does). activation and
+    alpha: as for `linear` (fastnn's extension; the default is none).
     """
-    return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, 2)
+    return _conv("conv2d", input, weight, bias, stride, padding, dilation, groups, 2,
+                 activation, alpha)
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
-    """1-D cross-correlation, as torch.nn.functional.conv1d.
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           activation: str = "identity", alpha: float = 0.0) -> Tensor:
+    """1-D cross-correlation, as torch.nn.functional.conv1d (activation: see `conv2d`).
 
     Shapes: input (N, C, L) or (C, L), weight (OC, C / groups, K), bias (OC,) or None; result
     (N, OC, OL). padding: an int, "valid" or "same" (see `conv2d`).
     """
-    return _conv("conv1d", input, weight, bias, stride, padding, dilation, groups, 1)
+    return _conv("conv1d", input, weight, bias, stride, padding, dilation, groups, 1,
+                 activation, alpha)
 
 
 def _pool_input(input, op: str):

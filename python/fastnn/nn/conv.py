@@ -9,6 +9,7 @@ import numpy as np
 from .. import functional as F
 from ..tensor import Tensor
 from . import init
+from .layers import _ACTIVATION_NAMES
 from .module import Module
 from .parameter import Parameter
 
@@ -32,7 +33,7 @@ class _ConvNd(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 dtype=np.float32):
+                 activation: str | None = None, alpha: float = 0.0, dtype=np.float32):
         super().__init__()
         name = type(self).__name__
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
@@ -45,6 +46,12 @@ class _ConvNd(Module):
         if padding_mode != "zeros":
             raise ValueError(f"{name}: only padding_mode='zeros' is supported, got "
                              f"{padding_mode!r}")
+        activation = activation or "identity"
+        if activation not in _ACTIVATION_NAMES:
+            raise ValueError(f"{name}: unknown activation {activation!r}; expected one of "
+                             f"{_ACTIVATION_NAMES}")
+        self.activation = activation
+        self.alpha = alpha
         n = self._dims
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -103,7 +110,21 @@ class _ConvNd(Module):
             text += f", groups={self.groups}"
         if self.bias is None:
             text += ", bias=False"
+        if self.activation != "identity":
+            text += f", activation={self.activation!r}"
         return text
+
+    def forward(self, x):
+        return self.forward_fused(x, self.activation, self.alpha)
+
+    def forward_fused(self, x, activation: str, alpha: float = 0.0):
+        """Forward with `activation` applied in the same kernel (as Linear.forward_fused)."""
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        self._check_input(x)
+        conv = F.conv2d if self._dims == 2 else F.conv1d
+        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                    self.groups, activation, alpha)
 
 
 class Conv2d(_ConvNd):
@@ -121,6 +142,8 @@ class Conv2d(_ConvNd):
             groups = in_channels is a depthwise convolution).
         bias: learn an additive bias per output channel (default True).
         padding_mode: only "zeros".
+        activation: optional activation fused into the same kernel (a name as for Linear, or
+            None); alpha is leaky_relu's slope or elu's alpha.
         dtype: float32 (default) or float64.
 
     Shape:
@@ -140,12 +163,6 @@ class Conv2d(_ConvNd):
     _dims = 2
     _layout = "(N, C, H, W)"
 
-    def forward(self, x):
-        if not isinstance(x, Tensor):
-            x = Tensor(x)
-        self._check_input(x)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
 
 
 class Conv1d(_ConvNd):
@@ -156,7 +173,7 @@ class Conv1d(_ConvNd):
         kernel_size: an int K.
         stride, dilation: ints (default 1).
         padding: an int, "valid" or "same" (see Conv2d).
-        groups, bias, padding_mode, dtype: as for Conv2d.
+        groups, bias, padding_mode, activation, alpha, dtype: as for Conv2d.
 
     Shape:
         input (N, C_in, L) or (C_in, L) -> output (N, C_out, L_out) with
@@ -171,9 +188,3 @@ class Conv1d(_ConvNd):
     _dims = 1
     _layout = "(N, C, L)"
 
-    def forward(self, x):
-        if not isinstance(x, Tensor):
-            x = Tensor(x)
-        self._check_input(x)
-        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
