@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .conv import Conv1d, Conv2d
 from .layers import Linear, _Activation
 from .module import Module
+
+# Layers whose kernels can apply a following activation while writing their output.
+_FUSABLE = (Linear, Conv1d, Conv2d)
 
 
 class Sequential(Module):
     """Modules applied one after another.
 
-    A `Linear` (without its own activation) directly followed by an activation module runs as
-    one fused kernel; the result equals running them separately up to float rounding.
+    A `Linear`, `Conv1d` or `Conv2d` (without its own activation) directly followed by an
+    activation module runs as one fused kernel; the result equals running them separately up
+    to float rounding.
 
     Example:
         >>> model = Sequential(Linear(784, 128), ReLU(), Linear(128, 10))
@@ -49,7 +54,7 @@ class Sequential(Module):
         while i < len(modules):
             module = modules[i]
             following = modules[i + 1] if i + 1 < len(modules) else None
-            if (type(module) is Linear and module.activation == "identity"
+            if (type(module) in _FUSABLE and module.activation == "identity"
                     and isinstance(following, _Activation)):
                 name, alpha = following.fusable
                 x = module.forward_fused(x, name, alpha)
