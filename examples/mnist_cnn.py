@@ -1,4 +1,4 @@
-"""Train a convolutional network on MNIST read from local IDX files.
+"""Train a convolutional network (or, with --model mlp, an MLP) on MNIST from local IDX files.
 
 The four standard files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,
 t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, gzipped or not) must be in --data-dir.
@@ -25,7 +25,15 @@ from fastnn import datasets, metrics, nn, optim
 from fastnn.training import Trainer, predicted_labels
 
 
-def build_model() -> nn.Module:
+def build_model(kind: str = "cnn") -> nn.Module:
+    if kind == "mlp":
+        # The 784-512-256-10 network of bench/mlp.py.
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(784, 512), nn.ReLU(),
+            nn.Linear(512, 256), nn.ReLU(),
+            nn.Linear(256, 10),
+        )
     # 1x28x28 -> 32x26x26 -> 32x13x13 -> 64x11x11 -> 64x5x5 -> 128 -> 10 (padding 0)
     return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
@@ -49,6 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.path.join("data", "mnist"),
                         help="directory holding the MNIST IDX files (default data/mnist)")
+    parser.add_argument("--model", default="cnn", choices=("cnn", "mlp"),
+                        help="a convolutional network (default) or a 784-512-256-10 MLP")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=0,
@@ -75,7 +85,7 @@ def main() -> None:
     print(f"MNIST: {len(x_train)} training and {len(x_test)} test images from {args.data_dir}")
 
     fastnn.manual_seed(args.seed)
-    model = build_model()
+    model = build_model(args.model)
     optimizer = optim.Adam(model.parameters(), lr=1e-3)
     trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, metrics=["accuracy"])
     started = time.perf_counter()
@@ -95,7 +105,7 @@ def main() -> None:
     print(metrics.confusion_matrix(y_test, labels, labels=np.arange(10)))
 
     fastnn.save(model, args.save)
-    restored = build_model()
+    restored = build_model(args.model)
     restored.load_state_dict(fastnn.load(args.save))
     same = np.array_equal(Trainer(restored, nn.CrossEntropyLoss(), optimizer).predict(x_test),
                           outputs)

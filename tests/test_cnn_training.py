@@ -195,6 +195,14 @@ def test_mnist_example_runs_on_fake_idx_files(tmp_path):
     assert "identical predictions: True" in proc.stdout
 
 
+def test_mnist_example_trains_the_mlp_too(tmp_path):
+    fake_mnist(str(tmp_path))
+    proc = run_example("--data-dir", str(tmp_path), "--model", "mlp", "--epochs", "1",
+                       "--verbose", "0", "--save", str(tmp_path / "mlp.safetensors"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "identical predictions: True" in proc.stdout
+
+
 def test_mnist_example_explains_missing_files(tmp_path):
     proc = run_example("--data-dir", str(tmp_path / "nowhere"))
     assert proc.returncode != 0
