@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +66,6 @@ class Task:
     image_shape: Optional[Tuple[int, int, int]] = None  # CNN input (C, H, W); None: flat
     quick_epochs: int = 2
     quick_samples: int = 400
-    extra: Dict[str, object] = field(default_factory=dict)
 
 
 def _mlp(sizes, out):
@@ -305,13 +304,13 @@ def _train_epochs(step, predict, perms, batch: int, x_val, y_val, kind: str):
 
 
 # --- the three implementations (each runs in its own process) ---------------------------------
-def _finish(out_path, scores, seconds, latency, curves, extra=None) -> float:
+def _finish(out_path, scores, seconds, latency, curves) -> float:
+    """Writes the child's results next to out_path (scores as .npy, the rest as .json)."""
     import numpy as np
 
     np.save(out_path + ".npy", np.asarray(scores, dtype=np.float64))
     result = {"train_seconds": seconds, "latency_seconds": latency, "peak_mb": _peak_mb(),
               "curves": curves}
-    result.update(extra or {})
     with open(out_path + ".json", "w") as f:
         json.dump(result, f)
     return seconds
@@ -666,6 +665,7 @@ def plot_results(results: List[dict], out_dir: str) -> Tuple[List[str], Optional
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     files = []
     for res in results:
@@ -674,12 +674,18 @@ def plot_results(results: List[dict], out_dir: str) -> Tuple[List[str], Optional
         for name, e in res["frameworks"].items():
             c = e["curves"]
             epochs = range(1, len(c["train_loss"]) + 1)
-            ax_loss.plot(epochs, c["train_loss"], color=COLORS[name], label=f"{name} train")
+            # fastnn wide and pale underneath, so that an identical PyTorch curve on top
+            # leaves it visible.
+            style = {"linewidth": 4, "alpha": 0.45} if name == "fastnn" else {"linewidth": 1.3}
+            ax_loss.plot(epochs, c["train_loss"], color=COLORS[name], label=f"{name} train",
+                         **style)
             ax_loss.plot(epochs, c["val_loss"], color=COLORS[name], linestyle="--",
-                         label=f"{name} validation")
-            ax_metric.plot(epochs, c["val_metric"], color=COLORS[name], label=name)
+                         label=f"{name} validation", **style)
+            ax_metric.plot(epochs, c["val_metric"], color=COLORS[name], label=name, **style)
         ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
         ax_metric.set(xlabel="epoch", ylabel=metric_name, title=f"validation {metric_name}")
+        for ax in (ax_loss, ax_metric):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_loss.legend(fontsize=8)
         ax_metric.legend(fontsize=8)
         fig.suptitle(res["title"], fontsize=10)
@@ -738,8 +744,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help="directory for compare.json, compare.md and the PNGs")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--replot", metavar="COMPARE_JSON", default=None,
+                        help="only redraw the pictures of an earlier run's compare.json into "
+                             "--out (e.g. docs/images)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            previous = json.load(f)
+        os.makedirs(args.out, exist_ok=True)
+        images, note = plot_results(previous["tasks"], args.out)
+        print(note or "wrote " + ", ".join(images))
+        return 0 if images else 1
     if args.quick:
         args.rounds, args.latency_calls = 1, min(args.latency_calls, 30)
     if args.rounds < 1:

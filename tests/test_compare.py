@@ -49,8 +49,8 @@ def _check_entry(entry, kind):
 
 def test_fastnn_only_every_task_and_plots(compare, tmp_path, capsys):
     tasks = "digits_mlp,digits_cnn,breast_cancer,regression"
-    assert compare.main(["--quick", "--threads", "1", "--frameworks", "fastnn", "--tasks", tasks,
-                         "--out", str(tmp_path)]) == 0
+    assert compare.main(["--quick", "--threads", "1", "--frameworks", "fastnn",
+                         "--tasks", tasks, "--out", str(tmp_path)]) == 0
     report = _report(tmp_path)
     assert report["frameworks"] == ["fastnn"]
     assert [t["task"] for t in report["tasks"]] == tasks.split(",")
@@ -72,8 +72,8 @@ def test_fastnn_only_every_task_and_plots(compare, tmp_path, capsys):
 
 def test_with_peers_same_start_same_result(compare, tmp_path):
     pytest.importorskip("torch")
-    assert compare.main(["--quick", "--threads", "1", "--tasks", "digits_mlp", "--out", str(tmp_path),
-                         "--no-plots"]) == 0
+    assert compare.main(["--quick", "--threads", "1", "--tasks", "digits_mlp",
+                         "--out", str(tmp_path), "--no-plots"]) == 0
     report = _report(tmp_path)
     frameworks = report["tasks"][0]["frameworks"]
     assert list(frameworks) == ["fastnn", "torch", "sklearn"]
@@ -132,8 +132,9 @@ def test_mnist_from_idx_files(compare, tmp_path):
         _write_idx(data / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(data / f"{split}-labels-idx1-ubyte.gz", labels)
     out = tmp_path / "out"
-    assert compare.main(["--quick", "--threads", "1", "--frameworks", "fastnn", "--mnist-dir", str(data),
-                         "--tasks", "mnist_mlp", "--out", str(out), "--no-plots"]) == 0
+    assert compare.main(["--quick", "--threads", "1", "--frameworks", "fastnn",
+                         "--mnist-dir", str(data), "--tasks", "mnist_mlp", "--out", str(out),
+                         "--no-plots"]) == 0
     (task,) = _report(out)["tasks"]
     assert task["sizes"] == {"train": 220, "val": 20, "test": 60, "epochs": 1}
     _check_entry(task["frameworks"]["fastnn"], "multiclass")
@@ -153,9 +154,9 @@ def test_run_all_parses_tables_and_writes_results(tmp_path):
                                                                           ["3", "4"]]},
                                           {"header": ["c"], "rows": []}]
     assert run_all.machine_lines(text) == ["CPU: x"]
-    assert run_all.main(["--quick", "--threads", "1", "--only", "compare", "--out", str(tmp_path),
-                         "--compare-args", "--frameworks fastnn --tasks breast_cancer "
-                                           "--no-plots"]) == 0
+    assert run_all.main(["--quick", "--threads", "1", "--only", "compare",
+                         "--out", str(tmp_path), "--compare-args",
+                         "--frameworks fastnn --tasks breast_cancer --no-plots"]) == 0
     with open(tmp_path / "benchmarks.json") as f:
         report = json.load(f)
     result = report["benchmarks"]["compare"]
