@@ -665,7 +665,7 @@ def plot_results(results: List[dict], out_dir: str) -> Tuple[List[str], Optional
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     files = []
     for res in results:
@@ -704,7 +704,7 @@ def plot_results(results: List[dict], out_dir: str) -> Tuple[List[str], Optional
     if series:
         import numpy as np
 
-        fig, ax = plt.subplots(figsize=(max(6, 1.9 * len(results)), 4))
+        fig, ax = plt.subplots(figsize=(max(6, 1.9 * len(results)), 4.6))
         width = 0.8 / len(series)
         positions = np.arange(len(results))
         for i, (label, values) in enumerate(series):
@@ -715,9 +715,13 @@ def plot_results(results: List[dict], out_dir: str) -> Tuple[List[str], Optional
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(positions, [res["task"] for res in results])
         ax.set_yscale("log")
-        ax.set_ylabel("time ratio (above 1: fastnn faster)")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_ylabel("peer time / fastnn time (above 1: fastnn faster)", fontsize=9)
         ax.set_title("Time relative to fastnn (median of per-round ratios)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
         fig.tight_layout()
         path = os.path.join(out_dir, "compare_speed.png")
         fig.savefig(path, dpi=110)
