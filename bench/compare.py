@@ -19,9 +19,10 @@ its own process (DESIGN.md, "Benchmark protocol"); rounds alternate the framewor
 ratios are medians of per-round ratios. Per-epoch training loss, validation loss and validation
 metric are recorded for the plots (matplotlib, optional).
 
-    python bench/compare.py                          # default run (a few minutes on 2 cores)
+    python bench/compare.py                          # default run (about 4 minutes)
     python bench/compare.py --quick --out /tmp/cmp   # tiny smoke run
     python bench/compare.py --mnist-dir data/mnist --tasks mnist_mlp,mnist_cnn
+    python bench/compare.py --replot bench/results/compare.json --out docs/images
 """
 
 
@@ -739,7 +740,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--mnist-dir", default=None, help="directory with the MNIST IDX files")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternated rounds per task (default 3)")
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread by default: these networks are small, and on a shared machine the spinning
+    # OpenMP workers of either library made 2-thread runs 5 to 20 times slower.
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per framework (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-calls", type=int, default=300,
                         help="single-sample inference calls timed (median)")

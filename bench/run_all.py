@@ -72,10 +72,10 @@ def run_benchmark(name: str, extra: List[str], quick: bool, out: str, threads: i
                   mnist_dir: str) -> dict:
     options = list(OPTIONS[name][1 if quick else 0]) + extra
     if name == "compare":
-        options += ["--out", out, "--threads", str(threads)]
+        options += ["--out", out]
         if mnist_dir:
             options += ["--mnist-dir", mnist_dir]
-    elif name in ("mlp", "cnn"):
+    if threads is not None and name in ("mlp", "cnn", "compare"):
         options += ["--threads", str(threads)]
     command = [sys.executable, os.path.join(BENCH_DIR, f"{name}.py")] + options
     print(f"== {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
                         help=f"comma-separated subset of {', '.join(ORDER)}")
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help="directory for benchmarks.json, benchmarks.md and the pictures")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="threads for mlp, cnn and compare (gemm measures its own list)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for mlp, cnn and compare (default: each benchmark's "
+                             "own; gemm measures its own list)")
     parser.add_argument("--mnist-dir", default=None, help="passed to compare.py")
     for name in ORDER:
         parser.add_argument(f"--{name}-args", default="",
