@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -819,6 +820,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 f"per-round ratios; seed {args.seed}; {args.latency_calls} batch-1 calls"
                 + (" (quick run)" if args.quick else "")
                 + f"; load average at the end {load} (other work on the machine)")
+    try:
+        settings += f"\n- scikit-learn {metadata.version('scikit-learn')}"
+    except metadata.PackageNotFoundError:
+        pass
     task_lines = [f"- {r['task']}: {r['title']}, lr {r['lr']:g}, batch {r['batch_size']}, "
                   f"{r['sizes']['epochs']} epochs, {r['sizes']['train']} train / "
                   f"{r['sizes']['val']} validation / {r['sizes']['test']} test samples"
