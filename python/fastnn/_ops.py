@@ -32,8 +32,8 @@ def ensure_loaded() -> None:
     """Importing this module has already loaded the extension; kept explicit for readers."""
 
 
-def __getattr__(name):
-    return getattr(_core, name)
+# Every kernel under its own name, bound once here so that a call costs one attribute lookup.
+globals().update({name: getattr(_core, name) for name in dir(_core) if not name.startswith("_")})
 
 
 def float_dtype_of(*arrays) -> np.dtype:

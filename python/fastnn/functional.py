@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _ops
-from .autograd import leaf_grad_buffer
+from .autograd import is_grad_enabled, leaf_grad_buffer
 from .random import default_generator
 from .tensor import Tensor, _as_array
 
@@ -140,11 +140,9 @@ def linear(x, weight, bias=None, activation: str = "identity", alpha: float = 0.
     b = None if bias is None else _float_data(bias, "linear", dtype)
     rows, out_features = x2.shape[0], w.shape[0]
     y2 = np.empty((rows, out_features), dtype=dtype)
-    tracking = Tensor._from_op  # keeps the graph decision in one place
-    needs_grad = any(t is not None and t.requires_grad for t in (x, weight, bias))
-    from .autograd import is_grad_enabled
-
-    keep_z = needs_grad and is_grad_enabled() and _needs_preactivation(activation, alpha)
+    needs_grad = is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+    keep_z = needs_grad and _needs_preactivation(activation, alpha)
     z2 = np.empty_like(y2) if keep_z else None
     _ops.dense_forward(y2, x2, w, b, activation, alpha, z2)
 
@@ -165,8 +163,11 @@ def linear(x, weight, bias=None, activation: str = "identity", alpha: float = 0.
             grads.append(db if return_b else None)
         return tuple(grads)
 
+    out = y2.reshape(x.shape[:-1] + (out_features,))
+    if not needs_grad:
+        return Tensor(out)
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return tracking(y2.reshape(x.shape[:-1] + (out_features,)), parents, backward)
+    return Tensor._from_op(out, parents, backward)
 
 
 # --- activations -------------------------------------------------------------------------------
