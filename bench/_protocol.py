@@ -159,6 +159,40 @@ def measure(fn: Callable[[], object], min_time: float = 0.3, samples: int = 7,
     return statistics.median(times)
 
 
+def time_steps(step: Callable[[int], object], batches: int, batch: int,
+               min_time: float) -> float:
+    """Samples per second of step(batch_index) cycling over `batches` batches of `batch`
+    samples: a short warm-up, then the median of three timed windows of min_time / 3 each."""
+    for i in range(min(5, batches)):
+        step(i % batches)
+    rates = []
+    for _ in range(3):
+        count, started = 0, time.perf_counter()
+        while True:
+            step(count % batches)
+            count += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= min_time / 3 and count >= 3:
+                break
+        rates.append(count * batch / elapsed)
+    return statistics.median(rates)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process. VmHWM belongs to the process's own address space;
+    ru_maxrss would also count the parent's size at fork (Linux keeps the larger)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)

@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _protocol import Impl, fastnn_env, machine_report, run_impl  # noqa: E402
+from _protocol import Impl, fastnn_env, machine_report, run_impl, time_steps  # noqa: E402
 
 LR = 1e-3
 POOL = 2048  # distinct samples cycled through while timing
@@ -146,24 +146,6 @@ def check_loss(loss: float, who: str) -> None:
                              f"reference is {expected:.7f}")
 
 
-def _time_steps(step, batch: int, min_time: float) -> float:
-    """Samples per second of step(start_index), with a warm-up, over at least min_time."""
-    import time
-
-    batches = POOL // batch
-    for i in range(min(5, batches)):
-        step(i % batches)
-    rates = []
-    for _ in range(3):  # median of three timed windows
-        count, started = 0, time.perf_counter()
-        while True:
-            step(count % batches)
-            count += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= min_time / 3 and count >= 3:
-                break
-        rates.append(count * batch / elapsed)
-    return statistics.median(rates)
 
 
 def _time_calls(fn, min_time: float) -> float:
@@ -239,14 +221,14 @@ def run_fastnn(mode: str, batch: int, threads: int, min_time: float) -> float:
                                                                     3 * CHECK_BATCH])
     check_loss(loss.item(), "fastnn")
     if mode == "train":
-        return _time_steps(lambda i: train(i, batch), batch, min_time)
+        return time_steps(lambda i: train(i, batch), POOL // batch, batch, min_time)
     model.eval()
 
     def infer(i):
         with fastnn.no_grad():
             model(x[i * batch:(i + 1) * batch])
 
-    return _time_steps(infer, batch, min_time)
+    return time_steps(infer, POOL // batch, batch, min_time)
 
 
 def run_torch(mode: str, batch: int, threads: int, min_time: float) -> float:
@@ -301,14 +283,14 @@ def run_torch(mode: str, batch: int, threads: int, min_time: float) -> float:
                                                                     3 * CHECK_BATCH])
     check_loss(loss.item(), "torch")
     if mode == "train":
-        return _time_steps(lambda i: train(i, batch), batch, min_time)
+        return time_steps(lambda i: train(i, batch), POOL // batch, batch, min_time)
     model.eval()
 
     def infer(i):
         with torch.no_grad():
             model(x[i * batch:(i + 1) * batch])
 
-    return _time_steps(infer, batch, min_time)
+    return time_steps(infer, POOL // batch, batch, min_time)
 
 
 # --- driver ----------------------------------------------------------------------------------

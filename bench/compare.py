@@ -40,7 +40,8 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _protocol import Impl, fastnn_env, machine_report, numpy_env, run_impl  # noqa: E402
+from _protocol import (Impl, fastnn_env, machine_report, numpy_env,  # noqa: E402
+                       peak_memory_mb, run_impl)
 
 FRAMEWORKS = ("fastnn", "torch", "sklearn")
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -241,19 +242,6 @@ def loss_and_metric(scores, y, kind: str) -> Tuple[float, float]:
     return float(loss), float(np.mean(scores.argmax(axis=1) == y))
 
 
-def _peak_mb() -> float:
-    """Peak resident memory of this process. VmHWM belongs to the process's own address space;
-    ru_maxrss would also count the parent's size at fork (Linux keeps the larger)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _median_latency(call, inputs, calls: int) -> float:
@@ -311,7 +299,7 @@ def _finish(out_path, scores, seconds, latency, curves) -> float:
     import numpy as np
 
     np.save(out_path + ".npy", np.asarray(scores, dtype=np.float64))
-    result = {"train_seconds": seconds, "latency_seconds": latency, "peak_mb": _peak_mb(),
+    result = {"train_seconds": seconds, "latency_seconds": latency, "peak_mb": peak_memory_mb(),
               "curves": curves}
     with open(out_path + ".json", "w") as f:
         json.dump(result, f)

@@ -20,7 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _protocol import Impl, fastnn_env, machine_report, numpy_env, run_impl  # noqa: E402
+from _protocol import (Impl, fastnn_env, machine_report, numpy_env,  # noqa: E402
+                       peak_memory_mb, run_impl, time_steps)
 
 SIZES = (784, 512, 256, 10)
 LR, MOMENTUM = 0.01, 0.9
@@ -111,30 +112,8 @@ def check_first_layer(weight, who: str) -> None:
                              f"{error:.3g}")
 
 
-def _time_steps(step, batch: int, min_time: float) -> float:
-    """Samples per second of step(start_index), with a warm-up, over at least min_time."""
-    import time
-
-    batches = POOL // batch
-    for i in range(min(5, batches)):
-        step(i % batches)
-    rates = []
-    for _ in range(3):  # median of three timed windows
-        count, started = 0, time.perf_counter()
-        while True:
-            step(count % batches)
-            count += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= min_time / 3 and count >= 3:
-                break
-        rates.append(count * batch / elapsed)
-    return statistics.median(rates)
 
 
-def _peak_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --- implementations (each runs in its own process) --------------------------------------------
@@ -164,7 +143,7 @@ def run_fastnn(mode: str, batch: int, threads: int, min_time: float) -> float:
         train(i, 32)
     check_first_layer(layers[0].weight.data, "fastnn")
     if mode == "train":
-        return _time_steps(lambda i: train(i, batch), batch, min_time)
+        return time_steps(lambda i: train(i, batch), POOL // batch, batch, min_time)
     if mode == "infer":
         model.eval()
 
@@ -172,10 +151,10 @@ def run_fastnn(mode: str, batch: int, threads: int, min_time: float) -> float:
             with fastnn.no_grad():
                 model(x[i * batch:(i + 1) * batch])
 
-        return _time_steps(infer, batch, min_time)
-    _time_steps(lambda i: train(i, 128), 128, min_time)
+        return time_steps(infer, POOL // batch, batch, min_time)
+    time_steps(lambda i: train(i, 128), POOL // 128, 128, min_time)
     del np
-    return _peak_mb()
+    return peak_memory_mb()
 
 
 def run_torch(mode: str, batch: int, threads: int, min_time: float) -> float:
@@ -205,7 +184,7 @@ def run_torch(mode: str, batch: int, threads: int, min_time: float) -> float:
         train(i, 32)
     check_first_layer(layers[0].weight.detach().numpy(), "torch")
     if mode == "train":
-        return _time_steps(lambda i: train(i, batch), batch, min_time)
+        return time_steps(lambda i: train(i, batch), POOL // batch, batch, min_time)
     if mode == "infer":
         model.eval()
 
@@ -213,10 +192,10 @@ def run_torch(mode: str, batch: int, threads: int, min_time: float) -> float:
             with torch.no_grad():
                 model(x[i * batch:(i + 1) * batch])
 
-        return _time_steps(infer, batch, min_time)
-    _time_steps(lambda i: train(i, 128), 128, min_time)
+        return time_steps(infer, POOL // batch, batch, min_time)
+    time_steps(lambda i: train(i, 128), POOL // 128, 128, min_time)
     del np
-    return _peak_mb()
+    return peak_memory_mb()
 
 
 def run_numpy(mode: str, batch: int, threads: int, min_time: float) -> float:
@@ -245,7 +224,7 @@ def run_numpy(mode: str, batch: int, threads: int, min_time: float) -> float:
         train(i, 32)
     check_first_layer(params[0][0], "numpy")
     if mode == "train":
-        return _time_steps(lambda i: train(i, batch), batch, min_time)
+        return time_steps(lambda i: train(i, batch), POOL // batch, batch, min_time)
     if mode == "infer":
         def infer(i):
             h = x[i * batch:(i + 1) * batch]
@@ -254,9 +233,9 @@ def run_numpy(mode: str, batch: int, threads: int, min_time: float) -> float:
                 if j < len(params) - 1:
                     h = np.maximum(h, 0)
 
-        return _time_steps(infer, batch, min_time)
-    _time_steps(lambda i: train(i, 128), 128, min_time)
-    return _peak_mb()
+        return time_steps(infer, POOL // batch, batch, min_time)
+    time_steps(lambda i: train(i, 128), POOL // 128, 128, min_time)
+    return peak_memory_mb()
 
 
 # --- driver ----------------------------------------------------------------------------------
@@ -312,9 +291,9 @@ def main() -> None:
         medians = {n: statistics.median(v) for n, v in values.items()}
         if mode == "memory":
             cells = [f"{medians[n]:.0f} MB" for n in names]
-            # Lower is better for memory: show how many times less fastnn uses.
+            # Lower is better for memory, so the ratio is inverted: peer's memory / fastnn's.
             ratios = [f"{statistics.median(b / a for a, b in zip(values['fastnn'], values[n])):.2f}"
-                      " x less" for n in names[1:]]
+                      f" ({n} / fastnn)" for n in names[1:]]
             label = "peak memory (train)"
         else:
             cells = [f"{medians[n]:,.0f}/s" for n in names]
