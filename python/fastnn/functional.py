@@ -11,7 +11,7 @@ import numpy as np
 from . import _ops
 from .autograd import is_grad_enabled, leaf_grad_buffer
 from .random import default_generator
-from .tensor import Tensor, _as_array
+from .tensor import Tensor, _as_array, _unbroadcast
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -96,7 +96,6 @@ def _matmul_numpy(a: Tensor, b: Tensor) -> Tensor:
     out = np.matmul(x, y)
 
     def backward(g):
-        from .tensor import _unbroadcast
 
         xa = x[None, :] if x.ndim == 1 else x
         yb = y[:, None] if y.ndim == 1 else y
@@ -629,8 +628,6 @@ def _conv(op: str, input, weight, bias, stride, padding, dilation, groups, dims:
     else:
         options = dict(stride=stride, padding=pads[0] + pads[1], dilation=dilation,
                        groups=int(groups))
-    from .autograd import is_grad_enabled
-
     fused = activation != "identity"
     needs_grad = any(t is not None and t.requires_grad for t in (input, weight, bias))
     try:
