@@ -96,7 +96,6 @@ def _matmul_numpy(a: Tensor, b: Tensor) -> Tensor:
     out = np.matmul(x, y)
 
     def backward(g):
-
         xa = x[None, :] if x.ndim == 1 else x
         yb = y[:, None] if y.ndim == 1 else y
         gg = g
