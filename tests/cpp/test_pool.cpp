@@ -76,6 +76,8 @@ std::vector<std::pair<std::string, Pool2dShape>> grid() {
       {"stride_3_ceil", make(1, 2, 10, 7, 2, 3, 1, 1, true)},
       {"single_pixel", make(3, 1, 1, 1, 1, 1, 0, 1, false)},
       {"many_planes", make(64, 32, 13, 13, 2, 2, 0, 1, false)},
+      // The 2x2 fast path works in runs of 64 output columns: 145 is two full runs and a part.
+      {"two_by_two_rows_longer_than_a_run", make(1, 2, 5, 291, 2, 2, 0, 1, false)},
   };
 }
 
