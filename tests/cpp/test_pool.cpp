@@ -76,6 +76,10 @@ std::vector<std::pair<std::string, Pool2dShape>> grid() {
       {"stride_3_ceil", make(1, 2, 10, 7, 2, 3, 1, 1, true)},
       {"single_pixel", make(3, 1, 1, 1, 1, 1, 0, 1, false)},
       {"many_planes", make(64, 32, 13, 13, 2, 2, 0, 1, false)},
+      // The 2x2 fast path works in runs of 256 outputs: two rows of 145 are one full run that
+      // ends mid-row and a part; a 20x20 output plane splits in its 13th row.
+      {"two_by_two_rows_longer_than_a_run", make(1, 2, 5, 291, 2, 2, 0, 1, false)},
+      {"two_by_two_run_ends_mid_plane", make(2, 2, 40, 41, 2, 2, 0, 1, false)},
   };
 }
 
