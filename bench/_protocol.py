@@ -140,6 +140,27 @@ def compare(a: Impl, b: Impl, pairs: int = 5, warmup_pair: bool = True,
     return Comparison(a, b, a_values, b_values)
 
 
+def alternate(impls: List[Impl], rounds: int, log: Optional[Callable[[str], None]] = None,
+              label: str = "") -> Dict[str, List[float]]:
+    """Runs one discarded warm-up round, then `rounds` rounds of every implementation in turn
+    (A B C A B C ...), and returns each one's results by name."""
+    for impl in impls:  # warm-up round: page cache, imports, CPU frequency
+        run_impl(impl)
+    values: Dict[str, List[float]] = {impl.name: [] for impl in impls}
+    for round_index in range(rounds):
+        for impl in impls:
+            values[impl.name].append(run_impl(impl))
+        if log:
+            log(f"  {label} round {round_index + 1}: " + ", ".join(
+                f"{n} {v[-1]:.4g}" for n, v in values.items()))
+    return values
+
+
+def have_module(name: str) -> bool:
+    """True when `name` can be imported (checked without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
 def measure(fn: Callable[[], object], min_time: float = 0.3, samples: int = 7,
             warmup: int = 3) -> float:
     """Median seconds per call of fn(). Calls are batched so that each timed sample lasts at

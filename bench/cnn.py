@@ -22,7 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _protocol import Impl, fastnn_env, machine_report, run_impl, time_steps  # noqa: E402
+from _protocol import (Impl, alternate, fastnn_env, have_module,  # noqa: E402
+                       machine_report, time_steps)
 
 LR = 1e-3
 POOL = 2048  # distinct samples cycled through while timing
@@ -298,12 +299,6 @@ ROWS = [("train", 64), ("infer", 1), ("infer", 64), ("conv1_fwd", 64), ("conv1_b
         ("conv2_fwd", 64), ("conv2_bwd", 64)]
 
 
-def have_torch() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
@@ -319,7 +314,7 @@ def main() -> None:
     path = os.path.abspath(__file__)
     t = args.threads
     peers = [("fastnn", "run_fastnn", fastnn_env(t))]
-    if have_torch():
+    if have_module("torch"):
         peers.append(("torch", "run_torch", fastnn_env(t)))
     else:
         print("PyTorch is not installed: its column is skipped", file=sys.stderr)
@@ -337,15 +332,8 @@ def main() -> None:
     for mode, batch in rows:
         kwargs = {"mode": mode, "batch": batch, "threads": t, "min_time": args.min_time}
         impls = [Impl(name, path, func, kwargs, **env) for name, func, env in peers]
-        for impl in impls:  # warm-up round: page cache, imports, CPU frequency
-            run_impl(impl)
-        values = {impl.name: [] for impl in impls}
-        for round_index in range(args.rounds):
-            for impl in impls:
-                values[impl.name].append(run_impl(impl))
-            if args.verbose:
-                print(f"  {mode} {batch} round {round_index + 1}: " + ", ".join(
-                    f"{n} {v[-1]:.4g}" for n, v in values.items()), file=sys.stderr)
+        log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
+        values = alternate(impls, args.rounds, log, f"{mode} {batch}")
         medians = {n: statistics.median(v) for n, v in values.items()}
         ratios = [f"{statistics.median(a / b for a, b in zip(values['fastnn'], values[n])):.2f}"
                   for n in names[1:]]

@@ -20,8 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _protocol import (Impl, fastnn_env, machine_report, numpy_env,  # noqa: E402
-                       peak_memory_mb, run_impl, time_steps)
+from _protocol import (Impl, alternate, fastnn_env, have_module,  # noqa: E402
+                       machine_report, numpy_env, peak_memory_mb, time_steps)
 
 SIZES = (784, 512, 256, 10)
 LR, MOMENTUM = 0.01, 0.9
@@ -243,12 +243,6 @@ ROWS = [("train", 1), ("train", 32), ("train", 128), ("train", 512), ("infer", 1
         ("infer", 128), ("memory", 128)]
 
 
-def have_torch() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
@@ -263,7 +257,7 @@ def main() -> None:
     path = os.path.abspath(__file__)
     t = args.threads
     peers = [("fastnn", "run_fastnn", fastnn_env(t))]
-    if have_torch():
+    if have_module("torch"):
         peers.append(("torch", "run_torch", fastnn_env(t)))
     else:
         print("PyTorch is not installed: its column is skipped", file=sys.stderr)
@@ -279,15 +273,8 @@ def main() -> None:
     for mode, batch in rows:
         kwargs = {"mode": mode, "batch": batch, "threads": t, "min_time": args.min_time}
         impls = [Impl(name, path, func, kwargs, **env) for name, func, env in peers]
-        for impl in impls:  # warm-up round: page cache, imports, CPU frequency
-            run_impl(impl)
-        values = {impl.name: [] for impl in impls}
-        for round_index in range(args.rounds):
-            for impl in impls:
-                values[impl.name].append(run_impl(impl))
-            if args.verbose:
-                print(f"  {mode} {batch} round {round_index + 1}: " + ", ".join(
-                    f"{n} {v[-1]:.4g}" for n, v in values.items()), file=sys.stderr)
+        log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
+        values = alternate(impls, args.rounds, log, f"{mode} {batch}")
         medians = {n: statistics.median(v) for n, v in values.items()}
         if mode == "memory":
             cells = [f"{medians[n]:.0f} MB" for n in names]

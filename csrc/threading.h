@@ -41,7 +41,10 @@ void parallel_for(int64_t n, int64_t grain, int64_t cost_per_item, Body&& body) 
   const int threads = get_num_threads();
   if (threads > 1 && chunks > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork) {
     const int use = static_cast<int>(std::min<int64_t>(threads, chunks));
-#pragma omp parallel for schedule(static) num_threads(use)
+    // Chunks are handed out as threads become free: when another process holds one core, the
+    // other thread takes over its share instead of waiting. Which thread runs a chunk never
+    // changes what the chunk computes, so results stay bit-identical.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(use)
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t begin = c * grain;
       body(begin, std::min(n, begin + grain));
