@@ -7,16 +7,8 @@ so that callers never build argument lists for the raw kernels themselves.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-# OpenMP workers that spin while idle steal the core from whatever else runs on the machine,
-# and a parallel region then waits a whole scheduler time slice for a descheduled worker
-# (measured: 2-thread training 2-6x slower on a busy 2-core machine). Sleeping workers cost a
-# few microseconds to wake, which the kernels' parallel thresholds already pay for. The user's
-# own setting wins; it must be in place before the OpenMP runtime loads with the extension.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     from . import _core
