@@ -239,6 +239,12 @@ def test_loader_bad_state():
     own = DataLoader(ArrayDataset(np.arange(4)), batch_size=2, shuffle=True, generator=0)
     with pytest.raises(ValueError, match="uses fastnn's default generator"):
         loader.load_state_dict(own.state_dict())
+    it = iter(own)
+    next(it)
+    bad = dict(own.state_dict(), generator_state=None)
+    bad["epoch_order_state"] = {"bit_generator": "NoSuchBitGen"}
+    with pytest.raises(ValueError, match="unknown bit generator 'NoSuchBitGen'"):
+        loader.load_state_dict(bad)
     state = loader.state_dict()
     state["batches_done"] = 9
     with pytest.raises(ValueError, match="batches_done=9 is outside 0..2"):
