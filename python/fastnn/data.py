@@ -233,7 +233,7 @@ class DataLoader:
         # default generator is looked up per epoch and follows fastnn.manual_seed.
         self.generator = None if generator is None else _resolve_generator(generator, "DataLoader")
         # Progress of the current epoch: the generator state its order was drawn from (None
-        # when not shuffled) and how many batches have been handed out; None between epochs.
+        # when not shuffled) and how many batches have been handed out.
         self._epoch_order_state: dict | None = None
         self._batches_done = 0
         self._in_epoch = False
