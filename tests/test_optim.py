@@ -245,7 +245,8 @@ def test_state_dict_layout_matches_torch():
 
 
 def test_adagrad_state_exists_before_the_first_step_like_torch():
-    opt = optim.Adagrad([Parameter(np.zeros(2)), Parameter(np.zeros(3))], initial_accumulator_value=0.1)
+    opt = optim.Adagrad([Parameter(np.zeros(2)), Parameter(np.zeros(3))],
+                        initial_accumulator_value=0.1)
     state = opt.state_dict()["state"]
     assert sorted(state) == [0, 1]
     assert state[1]["step"] == 0 and np.array_equal(state[1]["sum"], np.full(3, 0.1))
