@@ -533,3 +533,36 @@ def test_bit_identical_for_one_and_two_threads(name):
             opt.step()
         results.append(p.data)
     assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+                                         ("Adam", dict(lr=0.01, amsgrad=True))])
+def test_one_cycle_schedule_drives_training_like_torch(name, kwargs):
+    torch = pytest.importorskip("torch")
+    inits, grads = make_problem([np.float64] * len(SHAPES), seed=7)
+    params = [Parameter(x.copy()) for x in inits]
+    tparams = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in inits]
+    opt = getattr(optim, name)(params, **kwargs)
+    topt = getattr(torch.optim, name)(tparams, **kwargs)
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=STEPS)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=0.05, total_steps=STEPS)
+    for row in grads:
+        for p, tp, g in zip(params, tparams, row):
+            set_grad(p, g)
+            tp.grad = None if g is None else torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+        sched.step()
+        tsched.step()
+    assert_close([p.data for p in params], [tp.detach().numpy() for tp in tparams],
+                 *TOL[np.float64], f"{name} with OneCycleLR")
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_zero_sized_parameter(name):
+    p, q = Parameter(np.zeros((0, 3), np.float32)), Parameter(np.ones(2, np.float32))
+    opt = getattr(optim, name)([p, q], lr=0.1)
+    set_grad(p, np.zeros((0, 3)))
+    set_grad(q, np.ones(2))
+    opt.step()
+    assert p.data.shape == (0, 3) and np.all(q.data < 1)
