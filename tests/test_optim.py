@@ -566,3 +566,23 @@ def test_zero_sized_parameter(name):
     set_grad(q, np.ones(2))
     opt.step()
     assert p.data.shape == (0, 3) and np.all(q.data < 1)
+
+
+def test_loads_a_torch_optimizer_state_dict_and_continues_like_torch():
+    torch = pytest.importorskip("torch")
+    inits, grads = make_problem([np.float32] * len(SHAPES), seed=8)
+    kwargs = dict(lr=0.01, amsgrad=True)
+    theirs_before, topt = run_torch(torch, torch.optim.Adam, kwargs, inits, grads[:3])
+    params = [Parameter(x.copy()) for x in theirs_before]
+    opt = optim.Adam(params, **kwargs)
+    opt.load_state_dict(topt.state_dict())
+    assert opt.state[params[0]]["step"] == 3 and opt.state[params[1]]["step"] == 1
+    tparams = topt.param_groups[0]["params"]
+    for row in grads[3:]:
+        for p, tp, g in zip(params, tparams, row):
+            set_grad(p, g)
+            tp.grad = None if g is None else torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    assert_close([p.data for p in params], [tp.detach().numpy() for tp in tparams],
+                 *TOL[np.float32], "Adam loaded from torch")
