@@ -239,6 +239,12 @@ def test_loader_bad_state():
     own = DataLoader(ArrayDataset(np.arange(4)), batch_size=2, shuffle=True, generator=0)
     with pytest.raises(ValueError, match="uses fastnn's default generator"):
         loader.load_state_dict(own.state_dict())
+    it = iter(own)
+    next(it)
+    bad = dict(own.state_dict(), generator_state=None)
+    bad["epoch_order_state"] = {"bit_generator": "NoSuchBitGen"}
+    with pytest.raises(ValueError, match="unknown bit generator 'NoSuchBitGen'"):
+        loader.load_state_dict(bad)
     state = loader.state_dict()
     state["batches_done"] = 9
     with pytest.raises(ValueError, match="batches_done=9 is outside 0..2"):
@@ -346,3 +352,38 @@ def test_train_val_split_errors():
         train_val_split(x, val_fraction=0.2, shuffle=False, stratify=x % 2)
     with pytest.raises(ValueError, match=r"stratify must have shape \(10,\)"):
         train_val_split(x, val_fraction=0.2, stratify=np.zeros(3))
+
+
+def test_dataset_protocol_can_be_subclassed():
+    class Squares(Dataset):
+        def __init__(self, n):
+            self.n = n
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, i):
+            return (np.float64(i * i),)
+
+    (batch,) = next(iter(DataLoader(Squares(4), batch_size=4)))
+    assert batch.tolist() == [0.0, 1.0, 4.0, 9.0]
+    assert not isinstance(42, Dataset)
+
+
+def test_numpy_only_modules_do_not_load_the_extension():
+    import os
+    import subprocess
+    import sys
+
+    import fastnn.data
+
+    package_dir = os.path.dirname(fastnn.data.__file__)
+    # Register the package without running its __init__ (which loads fastnn._core).
+    code = (
+        "import sys, types\n"
+        f"pkg = types.ModuleType('fastnn'); pkg.__path__ = [{package_dir!r}]\n"
+        "sys.modules['fastnn'] = pkg\n"
+        "import fastnn.data, fastnn.datasets, fastnn.metrics, fastnn.serialization\n"
+        "assert 'fastnn._core' not in sys.modules, 'fastnn._core was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

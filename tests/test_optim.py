@@ -245,7 +245,8 @@ def test_state_dict_layout_matches_torch():
 
 
 def test_adagrad_state_exists_before_the_first_step_like_torch():
-    opt = optim.Adagrad([Parameter(np.zeros(2)), Parameter(np.zeros(3))], initial_accumulator_value=0.1)
+    opt = optim.Adagrad([Parameter(np.zeros(2)), Parameter(np.zeros(3))],
+                        initial_accumulator_value=0.1)
     state = opt.state_dict()["state"]
     assert sorted(state) == [0, 1]
     assert state[1]["step"] == 0 and np.array_equal(state[1]["sum"], np.full(3, 0.1))
@@ -529,3 +530,56 @@ def test_bit_identical_for_one_and_two_threads(name):
             opt.step()
         results.append(p.data)
     assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+                                         ("Adam", dict(lr=0.01, amsgrad=True))])
+def test_one_cycle_schedule_drives_training_like_torch(name, kwargs):
+    torch = pytest.importorskip("torch")
+    inits, grads = make_problem([np.float64] * len(SHAPES), seed=7)
+    params = [Parameter(x.copy()) for x in inits]
+    tparams = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in inits]
+    opt = getattr(optim, name)(params, **kwargs)
+    topt = getattr(torch.optim, name)(tparams, **kwargs)
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=STEPS)
+    tsched = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=0.05, total_steps=STEPS)
+    for row in grads:
+        for p, tp, g in zip(params, tparams, row):
+            set_grad(p, g)
+            tp.grad = None if g is None else torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+        sched.step()
+        tsched.step()
+    assert_close([p.data for p in params], [tp.detach().numpy() for tp in tparams],
+                 *TOL[np.float64], f"{name} with OneCycleLR")
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_zero_sized_parameter(name):
+    p, q = Parameter(np.zeros((0, 3), np.float32)), Parameter(np.ones(2, np.float32))
+    opt = getattr(optim, name)([p, q], lr=0.1)
+    set_grad(p, np.zeros((0, 3)))
+    set_grad(q, np.ones(2))
+    opt.step()
+    assert p.data.shape == (0, 3) and np.all(q.data < 1)
+
+
+def test_loads_a_torch_optimizer_state_dict_and_continues_like_torch():
+    torch = pytest.importorskip("torch")
+    inits, grads = make_problem([np.float32] * len(SHAPES), seed=8)
+    kwargs = dict(lr=0.01, amsgrad=True)
+    theirs_before, topt = run_torch(torch, torch.optim.Adam, kwargs, inits, grads[:3])
+    params = [Parameter(x.copy()) for x in theirs_before]
+    opt = optim.Adam(params, **kwargs)
+    opt.load_state_dict(topt.state_dict())
+    assert opt.state[params[0]]["step"] == 3 and opt.state[params[1]]["step"] == 1
+    tparams = topt.param_groups[0]["params"]
+    for row in grads[3:]:
+        for p, tp, g in zip(params, tparams, row):
+            set_grad(p, g)
+            tp.grad = None if g is None else torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    assert_close([p.data for p in params], [tp.detach().numpy() for tp in tparams],
+                 *TOL[np.float32], "Adam loaded from torch")

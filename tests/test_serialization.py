@@ -289,17 +289,45 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
     with pytest.raises(ValueError, match="not a fastnn checkpoint.*use .*load_file"):
         load_checkpoint(plain)
     newer = tmp_path / "newer.safetensors"
-    save_file({}, newer, {"fastnn.format": "fastnn.checkpoint", "fastnn.version": "99",
+    save_file({}, newer, {"fastnn.format": "fastnn.checkpoint", "fastnn.format_version": "99",
                           "fastnn.checkpoint": "{}"})
     with pytest.raises(ValueError, match="version '99' is not supported"):
         load_checkpoint(newer)
     broken = tmp_path / "broken.safetensors"
     tree = {k: None for k, _ in serialization.CHECKPOINT_SECTIONS}
     tree["model_state"] = {"w": {"__fastnn__": "tensor", "name": "model.w"}}
-    save_file({}, broken, {"fastnn.format": "fastnn.checkpoint", "fastnn.version": "1",
+    save_file({}, broken, {"fastnn.format": "fastnn.checkpoint", "fastnn.format_version": "1",
                            "fastnn.checkpoint": json.dumps(tree)})
     with pytest.raises(ValueError, match="refers to a tensor 'model.w' it does not hold"):
         load_checkpoint(broken)
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         load_checkpoint(tmp_path / "junk.safetensors")
+
+
+def test_loader_resumes_exactly_through_a_checkpoint(tmp_path):
+    ds = ArrayDataset(np.arange(29))
+    fastnn.random.manual_seed(11)
+    reference = DataLoader(ds, batch_size=4, shuffle=True)
+    expected = [b[0] for b in reference] + [b[0] for b in reference]
+
+    fastnn.random.manual_seed(11)
+    loader = DataLoader(ds, batch_size=4, shuffle=True)
+    got = []
+    for (xb,) in loader:
+        got.append(xb)
+        if len(got) == 3:
+            save_checkpoint(tmp_path / "c.safetensors", model_state={}, epoch=0,
+                            rng_state=fastnn.random.get_rng_state(),
+                            extra={"loader": loader.state_dict()})
+            break
+
+    fastnn.random.manual_seed(0)
+    ckpt = load_checkpoint(tmp_path / "c.safetensors")
+    fastnn.random.set_rng_state(ckpt["rng_state"])
+    resumed = DataLoader(ds, batch_size=4, shuffle=True)
+    resumed.load_state_dict(ckpt["extra"]["loader"])
+    got += [b[0] for b in resumed] + [b[0] for b in resumed]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)

@@ -171,6 +171,20 @@ def _stack_items(items: Sequence[Any], indices: np.ndarray) -> Tuple[np.ndarray,
     return tuple(fields)
 
 
+def _replay_generator(state: Any) -> np.random.Generator:
+    """A new Generator set to a saved bit-generator state, leaving the live one untouched."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    bit_generator = getattr(np.random, name, None) if isinstance(name, str) else None
+    if bit_generator is None:
+        raise ValueError(f"DataLoader: unknown bit generator {name!r} in the saved state")
+    generator = np.random.Generator(bit_generator())
+    try:
+        generator.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"DataLoader: invalid generator state in the saved state ({e})") from None
+    return generator
+
+
 class DataLoader:
     """Iterates over a dataset in batches, each a tuple of numpy arrays.
 
@@ -219,7 +233,7 @@ class DataLoader:
         # default generator is looked up per epoch and follows fastnn.manual_seed.
         self.generator = None if generator is None else _resolve_generator(generator, "DataLoader")
         # Progress of the current epoch: the generator state its order was drawn from (None
-        # when not shuffled) and how many batches have been handed out; None between epochs.
+        # when not shuffled) and how many batches have been handed out.
         self._epoch_order_state: dict | None = None
         self._batches_done = 0
         self._in_epoch = False
@@ -230,33 +244,25 @@ class DataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self, order_state: dict | None) -> np.ndarray:
-        n = len(self.dataset)
+        """The order of a saved epoch: drawn again from the generator state it came from."""
         if order_state is None:
-            return np.arange(n, dtype=np.intp)
-        # A private generator set to the saved state redraws the same permutation without
-        # disturbing the live generator.
-        name = order_state["bit_generator"]
-        bit_generator = getattr(np.random, name, None)
-        if bit_generator is None:
-            raise ValueError(f"DataLoader: unknown bit generator {name!r} in the saved state")
-        replay = np.random.Generator(bit_generator())
-        replay.bit_generator.state = order_state
-        return replay.permutation(n).astype(np.intp)
+            return np.arange(len(self.dataset), dtype=np.intp)
+        return _replay_generator(order_state).permutation(len(self.dataset)).astype(np.intp)
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
         if self._resume_pending:
             self._resume_pending = False
-            start = self._batches_done
-        else:
-            start = 0
-            self._epoch_order_state = None
-            if self.shuffle:
-                gen = self.generator if self.generator is not None else default_generator()
-                self._epoch_order_state = gen.bit_generator.state
-                gen.permutation(len(self.dataset))  # advance the live generator past this draw
-            self._batches_done = 0
-            self._in_epoch = True
-        return self._batches(self._order(self._epoch_order_state), start)
+            return self._batches(self._order(self._epoch_order_state), self._batches_done)
+        n = len(self.dataset)
+        self._epoch_order_state = None
+        order = np.arange(n, dtype=np.intp)
+        if self.shuffle:
+            gen = self.generator if self.generator is not None else default_generator()
+            self._epoch_order_state = gen.bit_generator.state
+            order = gen.permutation(n).astype(np.intp)
+        self._batches_done = 0
+        self._in_epoch = True
+        return self._batches(order, 0)
 
     def _batches(self, order: np.ndarray, start: int) -> Iterator[Tuple[np.ndarray, ...]]:
         n_batches = len(self)
@@ -316,6 +322,8 @@ class DataLoader:
                 f"DataLoader.load_state_dict: batches_done={batches_done!r} is outside "
                 f"0..{len(self)} batches"
             )
+        if state["epoch_order_state"] is not None:
+            _replay_generator(state["epoch_order_state"])
         self._in_epoch = bool(state["in_epoch"])
         self._resume_pending = self._in_epoch
         self._batches_done = int(batches_done)

@@ -19,7 +19,6 @@ import os
 import pathlib
 import tempfile
 import urllib.parse
-import urllib.request
 import zlib
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -245,6 +244,8 @@ def download(
 
 
 def _fetch(url: str, out, timeout: float, verbose: bool, desc: str) -> None:
+    import urllib.request  # about 35 ms: imported on first download, not with fastnn
+
     request = urllib.request.Request(url, headers={"User-Agent": "fastnn"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         total = response.headers.get("Content-Length")

@@ -46,6 +46,7 @@ _DTYPES = frozenset(np.dtype(t) for t in (
 _FORMAT_KEY = "fastnn.format"
 _FORMAT_NAME = "fastnn.checkpoint"
 _FORMAT_VERSION = 1
+_VERSION_KEY = "fastnn.format_version"
 _TREE_KEY = "fastnn.checkpoint"
 _TAG = "__fastnn__"
 
@@ -248,6 +249,8 @@ class _Encoder:
         return unique
 
     def encode(self, value: Any, path: list) -> Any:
+        if isinstance(value, np.str_):
+            return str(value)
         if isinstance(value, (np.ndarray, np.generic)):  # before float: np.float64 is a float
             array = _to_storable(".".join(map(str, path)), np.asarray(value), _where(path))
             name = self._tensor_name(path)
@@ -328,7 +331,7 @@ def save_checkpoint(
 
     Everything comes back from `load_checkpoint` exactly: arrays bit for bit with their dtype
     and shape, floats to the last bit (NaN and infinities included), tuples as tuples, int
-    dict keys as ints, numpy scalars as numpy scalars of their dtype.
+    dict keys as ints, numeric numpy scalars as numpy scalars of their dtype (np.str_ as str).
     """
     if not isinstance(model_state, Mapping):
         raise TypeError(
@@ -357,7 +360,7 @@ def save_checkpoint(
     tree = {key: encoder.encode(values[key], [prefix]) for key, prefix in CHECKPOINT_SECTIONS}
     metadata = {
         _FORMAT_KEY: _FORMAT_NAME,
-        "fastnn.version": str(_FORMAT_VERSION),
+        _VERSION_KEY: str(_FORMAT_VERSION),
         _TREE_KEY: json.dumps(tree, allow_nan=False, separators=(",", ":")),
     }
     save_file(encoder.tensors, path, metadata)
@@ -382,12 +385,12 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
             f"to read plain weights use fastnn.serialization.load_file"
         )
     try:
-        version = int(metadata.get("fastnn.version", ""))
+        version = int(metadata.get(_VERSION_KEY, ""))
     except ValueError:
         version = -1
     if version != _FORMAT_VERSION:
         raise ValueError(
-            f"{where}: checkpoint format version {metadata.get('fastnn.version')!r} is not "
+            f"{where}: checkpoint format version {metadata.get(_VERSION_KEY)!r} is not "
             f"supported (this fastnn reads version {_FORMAT_VERSION})"
         )
     try:

@@ -200,7 +200,8 @@ class Optimizer:
         """Load state saved by ``state_dict`` (this optimizer's class, same group sizes).
 
         Arrays are copied and cast to each parameter's dtype; group options (learning rates
-        included) are taken from the saved groups.
+        included) are taken from the saved groups. A torch.optim state_dict of the matching
+        optimizer loads too (CPU tensors convert through numpy; "step" becomes an int).
         """
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
             raise ValueError(f"{self._name}: load_state_dict expects a dict with 'state' and "
