@@ -38,50 +38,6 @@ namespace {
 
 const char* const kShapeOp = "conv2d_output_shape";
 
-// An int or a sequence of `count` ints, each >= lo; a single int is repeated.
-std::vector<int64_t> int_tuple(const std::string& op, const char* name, const py::object& v,
-                               const std::vector<size_t>& counts, int64_t lo) {
-  std::vector<int64_t> out;
-  if (py::isinstance<py::bool_>(v)) {
-    fail_type(op, std::string(name) + " must be an int or a tuple of ints, got a bool");
-  }
-  if (py::isinstance<py::int_>(v)) {
-    out.assign(counts.front(), v.cast<int64_t>());
-  } else if (py::isinstance<py::sequence>(v) && !py::isinstance<py::str>(v)) {
-    for (const auto& e : v.cast<py::sequence>()) {
-      if (!py::isinstance<py::int_>(e) || py::isinstance<py::bool_>(e)) {
-        fail_type(op, std::string(name) + " must hold ints, got " +
-                          py::repr(v).cast<std::string>());
-      }
-      out.push_back(e.cast<int64_t>());
-    }
-    bool ok = false;
-    for (size_t c : counts) ok = ok || out.size() == c;
-    if (!ok) {
-      std::string allowed;
-      for (size_t i = 0; i < counts.size(); ++i) {
-        allowed += (i ? " or " : "") + std::to_string(counts[i]);
-      }
-      fail(op, std::string(name) + " must have " + allowed + " values, got " +
-                   py::repr(v).cast<std::string>());
-    }
-  } else {
-    fail_type(op, std::string(name) + " must be an int or a tuple of ints, got " +
-                      py::repr(v).cast<std::string>());
-  }
-  for (int64_t e : out) {
-    if (e < lo) {
-      fail(op, std::string(name) + " values must be >= " + std::to_string(lo) + ", got " +
-                   py::repr(v).cast<std::string>());
-    }
-  }
-  return out;
-}
-
-std::vector<int64_t> shape_of(const py::array& a) {
-  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
-}
-
 // Validates sizes and options and returns the completed shape; every error names both shapes.
 Conv2dShape conv_shape(const std::string& op, const std::vector<int64_t>& in,
                        const std::vector<int64_t>& wt, const py::object& stride,

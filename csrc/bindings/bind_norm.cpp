@@ -42,10 +42,6 @@ namespace {
 using OptArray = std::optional<py::array>;
 using Named = std::pair<const char*, const py::array*>;
 
-std::vector<int64_t> shape_of(const py::array& a) {
-  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
-}
-
 // (N, C, S) view of an (N, C, *) array.
 struct NCS {
   int64_t n, c, s;

@@ -37,34 +37,8 @@ namespace {
 // An int or a pair of ints, each >= lo; a single int is used for both axes.
 std::pair<int64_t, int64_t> int_pair(const std::string& op, const char* name,
                                      const py::object& v, int64_t lo) {
-  std::vector<int64_t> out;
-  const auto bad_type = [&] {
-    fail_type(op, std::string(name) + " must be an int or a pair of ints, got " +
-                      py::repr(v).cast<std::string>());
-  };
-  if (py::isinstance<py::bool_>(v)) bad_type();
-  if (py::isinstance<py::int_>(v)) {
-    out.assign(2, v.cast<int64_t>());
-  } else if (py::isinstance<py::sequence>(v) && !py::isinstance<py::str>(v)) {
-    for (const auto& e : v.cast<py::sequence>()) {
-      if (!py::isinstance<py::int_>(e) || py::isinstance<py::bool_>(e)) bad_type();
-      out.push_back(e.cast<int64_t>());
-    }
-    if (out.size() != 2) {
-      fail(op, std::string(name) + " must have 2 values, got " + py::repr(v).cast<std::string>());
-    }
-  } else {
-    bad_type();
-  }
-  if (out[0] < lo || out[1] < lo) {
-    fail(op, std::string(name) + " values must be >= " + std::to_string(lo) + ", got " +
-                 py::repr(v).cast<std::string>());
-  }
-  return {out[0], out[1]};
-}
-
-std::vector<int64_t> shape_of(const py::array& a) {
-  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+  const std::vector<int64_t> hw = int_tuple(op, name, v, {2}, lo);
+  return {hw[0], hw[1]};
 }
 
 Pool2dShape pool_shape(const std::string& op, const std::vector<int64_t>& in,

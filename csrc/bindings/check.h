@@ -148,6 +148,53 @@ inline void same_or_disjoint(const std::string& op, const char* out_name, const 
   no_overlap(op, out_name, out, in_name, in);
 }
 
+// Size options (stride, padding, ...): an int or a sequence of one of the allowed `counts` of
+// ints, each >= lo; a single int is repeated counts.front() times.
+inline std::vector<int64_t> int_tuple(const std::string& op, const char* name,
+                                      const py::object& v, const std::vector<size_t>& counts,
+                                      int64_t lo) {
+  std::vector<int64_t> out;
+  const std::string ints = counts.size() == 1 && counts[0] == 2 ? "a pair" : "a tuple";
+  if (py::isinstance<py::bool_>(v)) {
+    fail_type(op, std::string(name) + " must be an int or " + ints + " of ints, got a bool");
+  }
+  if (py::isinstance<py::int_>(v)) {
+    out.assign(counts.front(), v.cast<int64_t>());
+  } else if (py::isinstance<py::sequence>(v) && !py::isinstance<py::str>(v)) {
+    for (const auto& e : v.cast<py::sequence>()) {
+      if (!py::isinstance<py::int_>(e) || py::isinstance<py::bool_>(e)) {
+        fail_type(op, std::string(name) + " must hold ints, got " +
+                          py::repr(v).cast<std::string>());
+      }
+      out.push_back(e.cast<int64_t>());
+    }
+    bool ok = false;
+    for (size_t c : counts) ok = ok || out.size() == c;
+    if (!ok) {
+      std::string allowed;
+      for (size_t i = 0; i < counts.size(); ++i) {
+        allowed += (i ? " or " : "") + std::to_string(counts[i]);
+      }
+      fail(op, std::string(name) + " must have " + allowed + " values, got " +
+                   py::repr(v).cast<std::string>());
+    }
+  } else {
+    fail_type(op, std::string(name) + " must be an int or " + ints + " of ints, got " +
+                      py::repr(v).cast<std::string>());
+  }
+  for (int64_t e : out) {
+    if (e < lo) {
+      fail(op, std::string(name) + " values must be >= " + std::to_string(lo) + ", got " +
+                   py::repr(v).cast<std::string>());
+    }
+  }
+  return out;
+}
+
+inline std::vector<int64_t> shape_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
 template <class T>
 T* mut(py::array& a) {
   return static_cast<T*>(a.mutable_data());

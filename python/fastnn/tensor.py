@@ -199,7 +199,7 @@ class Tensor:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-    # --- autograd ----------------------------------------------------------------------------------
+    # --- autograd --------------------------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         if requires_grad and self._data.dtype not in _FLOAT_DTYPES:
             raise TypeError(
@@ -264,7 +264,7 @@ class Tensor:
     def long(self) -> "Tensor":
         return Tensor(self._data.astype(np.int64))
 
-    # --- arithmetic -----------------------------------------------------------------------------
+    # --- arithmetic ------------------------------------------------------------------------------
     def _binary(self, other, forward, grad_self, grad_other):
         other_t = other if isinstance(other, Tensor) else None
         if other_t is not None:
@@ -432,7 +432,7 @@ class Tensor:
 
         return F.log_softmax(self, dim)
 
-    # --- reductions -----------------------------------------------------------------------------
+    # --- reductions ------------------------------------------------------------------------------
     def sum(self, dim=None, keepdim: bool = False):
         axes = _normalize_axes(dim, self.ndim)
         out = np.asarray(self._data.sum(axis=axes, keepdims=keepdim))

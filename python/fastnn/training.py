@@ -234,7 +234,8 @@ class Trainer:
             if validation_data is not None and not self.stop_training:
                 val_x, val_y = (validation_data, None) if isinstance(validation_data, DataLoader) \
                     else validation_data
-                for key, value in self.evaluate(val_x, val_y, batch_size=max(batch_size, 256)).items():
+                results = self.evaluate(val_x, val_y, batch_size=max(batch_size, 256))
+                for key, value in results.items():
                     logs[f"val_{key}"] = value
             logs["lr"] = self.optimizer.param_groups[0]["lr"]
             history.record(epoch, logs)

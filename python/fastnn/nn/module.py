@@ -107,7 +107,7 @@ class Module:
         self._forget(name)
         self._modules[name] = module
 
-    # --- traversal ---------------------------------------------------------------------------------
+    # --- traversal -------------------------------------------------------------------------------
     def named_modules(self, prefix: str = "", memo=None):
         memo = set() if memo is None else memo
         if id(self) in memo:
@@ -208,7 +208,7 @@ class Module:
     def double(self) -> "Module":
         return self.to(np.float64)
 
-    # --- state -------------------------------------------------------------------------------------
+    # --- state -----------------------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
         """Parameters and persistent buffers by dotted name, as numpy arrays.
 
@@ -245,7 +245,7 @@ class Module:
                 np.copyto(target, loaded[name], casting="same_kind")
         return IncompatibleKeys(missing, unexpected)
 
-    # --- calling -------------------------------------------------------------------------------
+    # --- calling ---------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
@@ -253,7 +253,7 @@ class Module:
         args = tuple(Tensor(a) if isinstance(a, np.ndarray) else a for a in args)
         return self.forward(*args, **kwargs)
 
-    # --- printing ------------------------------------------------------------------------------
+    # --- printing --------------------------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""
 
