@@ -107,6 +107,97 @@ def test_sequential_fuses_linear_and_activation_with_identical_results(rng):
     np.testing.assert_allclose(fused(x).data, step_by_step.data, rtol=1e-6, atol=1e-7)
 
 
+def _grads(params):
+    return [None if p.grad is None else p.grad.data.copy() for p in params]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_chain_equals_layer_by_layer_bit_for_bit(dtype, rng):
+    # Sequential runs its Linear layers as one graph node (F.linear_chain); the same layers
+    # called one by one through F.linear must give identical outputs and gradients.
+    model = nn.Sequential(nn.Linear(7, 9), nn.LeakyReLU(0.1), nn.Linear(9, 5, activation="elu"),
+                          nn.Linear(5, 4), nn.GELU(), nn.Linear(4, 3))
+    if dtype == np.float64:
+        model.double()
+    x_data = rng.standard_normal((6, 7)).astype(dtype)
+    seed = rng.standard_normal((6, 3)).astype(dtype)
+    x = Tensor(x_data, requires_grad=True)
+    out = model(x)
+    out.backward(seed)
+    chained = _grads(model.parameters()) + [x.grad.data.copy()]
+
+    model.zero_grad()
+    layers = list(model)
+    x2 = Tensor(x_data, requires_grad=True)
+    h = F.linear(x2, layers[0].weight, layers[0].bias, "leaky_relu", 0.1)
+    h = F.linear(h, layers[2].weight, layers[2].bias, "elu", layers[2].alpha)
+    h = F.linear(h, layers[3].weight, layers[3].bias, "gelu")
+    h = F.linear(h, layers[5].weight, layers[5].bias)
+    h.backward(seed)
+    np.testing.assert_array_equal(h.data, out.data)
+    separate = _grads(model.parameters()) + [x2.grad.data.copy()]
+    for got, expected in zip(chained, separate):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_linear_chain_gradients_match_separate_layers_and_finite_differences(rng):
+    w1 = Tensor(rng.standard_normal((5, 4)), requires_grad=True)
+    b1 = Tensor(rng.standard_normal(5), requires_grad=True)
+    w2 = Tensor(rng.standard_normal((3, 5)), requires_grad=True)
+    x = Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)  # leading dims too
+
+    def chain(inp, a, c, d):
+        return F.linear_chain(inp, [(a, c, "tanh", 0.0), (d, None, "sigmoid", 0.0)])
+
+    assert gradcheck(chain, [x, w1, b1, w2])
+    for t in (x, w1, b1, w2):
+        t.grad = None
+    g = rng.standard_normal((2, 3, 3))
+    chain(x, w1, b1, w2).backward(g)
+    chained = [t.grad.data.copy() for t in (x, w1, b1, w2)]
+    for t in (x, w1, b1, w2):
+        t.grad = None
+    F.linear(F.linear(x, w1, b1, "tanh"), w2, None, "sigmoid").backward(g)
+    for got, t in zip(chained, (x, w1, b1, w2)):
+        np.testing.assert_array_equal(got, t.grad.data)
+
+
+def test_linear_chain_with_a_shared_weight_and_a_frozen_layer(rng):
+    shared = nn.Linear(4, 4).double()
+    frozen = nn.Linear(4, 2).double()
+    frozen.weight.requires_grad_(False)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Tanh(), frozen)
+    x = rng.standard_normal((3, 4))
+    model(x).sum().backward()
+    assert frozen.weight.grad is None and frozen.bias.grad is not None
+
+    def manual(w, b):
+        h = F.linear(F.linear(Tensor(x), w, b, "relu"), w, b, "tanh")
+        return F.linear(h, Tensor(frozen.weight.data), frozen.bias)
+
+    w = Tensor(shared.weight.data.copy(), requires_grad=True)
+    b = Tensor(shared.bias.data.copy(), requires_grad=True)
+    manual(w, b).sum().backward()
+    np.testing.assert_allclose(shared.weight.grad.data, w.grad.data, rtol=1e-12)
+    np.testing.assert_allclose(shared.bias.grad.data, b.grad.data, rtol=1e-12)
+    assert gradcheck(manual, [w, b])
+
+
+def test_sequential_chain_names_the_layer_that_does_not_fit():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2))
+    with pytest.raises(ValueError, match=r"Linear\(in_features=5, out_features=2\).*\(3, 8\)"):
+        model(np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Linear\(in_features=4, out_features=8\).*\(3, 5\)"):
+        model(np.zeros((3, 5), np.float32))
+
+
+def test_sequential_chain_under_no_grad_records_nothing(rng):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with fastnn.no_grad():
+        out = model(rng.standard_normal((2, 3)).astype(np.float32))
+    assert not out.requires_grad and out.is_leaf
+
+
 @pytest.mark.parametrize("dim", [0, 1, -1])
 def test_softmax_and_log_softmax(dim, rng):
     x = Tensor(rng.standard_normal((3, 4)), requires_grad=True)

@@ -131,6 +131,25 @@ def test_graph_is_freed_after_backward_unless_retained(rng):
         out.backward()
 
 
+def test_reusing_a_freed_intermediate_in_a_new_graph_raises(rng):
+    a = t64(rng, 3)
+    hidden = a * 2
+    (hidden * hidden).sum().backward()
+    # hidden's graph was freed: it must not be mistaken for a leaf and silently get a .grad.
+    with pytest.raises(RuntimeError, match="second time"):
+        (hidden * 3).sum().backward()
+    assert hidden.grad is None
+
+
+def test_leaf_reached_through_several_operations_gets_their_sum(rng):
+    a, b = t64(rng, 3), t64(rng, 3)
+    a.grad = fastnn.Tensor(np.ones(3))
+    left, right = a * b, a * a
+    (left + right).sum().backward()
+    np.testing.assert_allclose(a.grad.data, 1 + b.data + 2 * a.data)
+    np.testing.assert_allclose(b.grad.data, a.data)
+
+
 def test_no_grad_records_nothing_and_detach_cuts_the_graph(rng):
     a = t64(rng, 3)
     with fastnn.no_grad():

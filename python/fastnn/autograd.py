@@ -72,38 +72,54 @@ def leaf_grad_buffer(tensor):
     otherwise the existing gradient's array and True (the kernel adds into it). Returns
     (None, False) for tensors that are not leaves requiring grad.
     """
-    if not tensor.requires_grad or not tensor.is_leaf:
+    if not tensor.requires_grad or tensor._backward is not None or tensor._freed:
         return None, False
-    if tensor.grad is None:
-        from .tensor import Tensor
+    grad = tensor.grad
+    if grad is None:
+        buffer = np.empty_like(tensor._data)
+        tensor.grad = _wrap(buffer)
+        return buffer, False
+    return grad._data, True
 
-        tensor.grad = Tensor(np.empty_like(tensor._data))
-        return tensor.grad._data, False
-    return tensor.grad._data, True
+
+# Set by fastnn.tensor once Tensor exists (the Tensor class itself builds on this module): wraps
+# a numpy array as a Tensor without copying or checking it.
+_wrap = None
 
 
-def _topological_order(root):
-    """Tensors reachable from root through recorded operations, parents before children."""
-    order, visited = [], set()
+def _set_wrapper(wrap) -> None:
+    global _wrap
+    _wrap = wrap
+
+
+def _is_leaf(node) -> bool:
+    return node._backward is None and not node._freed
+
+
+def _operation_order(root):
+    """The operation results reachable from root (leaves left out), each before its inputs.
+
+    Leaves have no inputs, so their gradients are complete once every operation has run; they
+    are accumulated after the walk. A freed result counts as an operation, so that reaching it
+    raises instead of treating it as a leaf.
+    """
+    order, visited = [], {id(root)}
     stack = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
             continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
         stack.append((node, True))
         for parent in node._parents:
-            if parent.requires_grad and id(parent) not in visited:
+            if parent.requires_grad and not _is_leaf(parent) and id(parent) not in visited:
+                visited.add(id(parent))
                 stack.append((parent, False))
+    order.reverse()
     return order
 
 
 def _accumulate_leaf(leaf, grad):
-    from .tensor import Tensor
-
     if grad.shape != leaf._data.shape:
         raise RuntimeError(
             f"autograd: gradient of shape {grad.shape} does not match its tensor's shape "
@@ -111,7 +127,7 @@ def _accumulate_leaf(leaf, grad):
         )
     if leaf.grad is None:
         # Copy: a backward function may hand out a view shared with another gradient.
-        leaf.grad = Tensor(np.array(grad, dtype=leaf._data.dtype, copy=True, order="C"))
+        leaf.grad = _wrap(np.array(grad, dtype=leaf._data.dtype, copy=True, order="C"))
     else:
         leaf.grad._data += grad
 
@@ -138,9 +154,13 @@ def backward(root, gradient=None, retain_graph=False):
                 f"{root._data.shape}"
             )
 
+    if _is_leaf(root):
+        _accumulate_leaf(root, seed)
+        return
     grads = {id(root): seed}
+    leaf_grads = {}  # id -> [leaf, summed gradient]
     with no_grad():
-        for node in reversed(_topological_order(root)):
+        for node in _operation_order(root):
             grad = grads.pop(id(node), None)
             if grad is None:
                 continue
@@ -149,9 +169,6 @@ def backward(root, gradient=None, retain_graph=False):
                     "backward: trying to backpropagate through a graph a second time; its "
                     "intermediate results were freed (use backward(retain_graph=True))"
                 )
-            if node._backward is None:
-                _accumulate_leaf(node, grad)
-                continue
             if node._retains_grad:
                 _accumulate_leaf(node, grad)
             parent_grads = node._backward(grad)
@@ -159,7 +176,13 @@ def backward(root, gradient=None, retain_graph=False):
                 if parent_grad is None or not parent.requires_grad:
                     continue
                 key = id(parent)
-                if key in grads:
+                if _is_leaf(parent):
+                    entry = leaf_grads.get(key)
+                    if entry is None:
+                        leaf_grads[key] = [parent, parent_grad]
+                    else:
+                        entry[1] = entry[1] + parent_grad
+                elif key in grads:
                     grads[key] = grads[key] + parent_grad
                 else:
                     grads[key] = parent_grad
@@ -167,3 +190,5 @@ def backward(root, gradient=None, retain_graph=False):
                 node._backward = None
                 node._parents = ()
                 node._freed = True
+        for leaf, grad in leaf_grads.values():
+            _accumulate_leaf(leaf, grad)

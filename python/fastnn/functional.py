@@ -6,6 +6,8 @@ function that calls the matching backward kernel. Shapes follow PyTorch's conven
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _ops
@@ -18,6 +20,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 # Activations whose derivative can be computed from their output alone; the others need the
 # pre-activation kept for the backward pass. Mirrors act_derivative_from_output in C++.
 _DERIVABLE_FROM_OUTPUT = {"identity", "relu", "sigmoid", "tanh"}
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _needs_preactivation(activation: str, alpha: float) -> bool:
@@ -41,6 +44,17 @@ def _float_data(t: Tensor, op: str, dtype=None) -> np.ndarray:
     if data.dtype != target or not data.flags.c_contiguous:
         data = np.ascontiguousarray(data, dtype=target)
     return data
+
+
+def _param_data(t, dtype):
+    """A weight's (or, with the weight's dtype, a bias's) data as a C-contiguous float array."""
+    if t is None:
+        return None
+    data = t._data
+    if (dtype is None or data.dtype == dtype) and data.flags.c_contiguous \
+            and data.dtype in _FLOAT_DTYPES:
+        return data  # parameters always are: no copy, no checks
+    return _float_data(t, "linear", dtype or (data.dtype if data.dtype.kind == "f" else None))
 
 
 def _check_reduction(op: str, reduction: str) -> None:
@@ -128,44 +142,86 @@ def linear(x, weight, bias=None, activation: str = "identity", alpha: float = 0.
     result (*, out_features). `activation` is one of identity, relu, leaky_relu, elu, sigmoid,
     tanh, gelu, gelu_tanh, silu, softplus; `alpha` is leaky_relu's slope or elu's alpha.
     """
+    return linear_chain(x, ((weight, bias, activation, alpha),))
+
+
+def linear_chain(x, layers) -> Tensor:
+    """Several `linear` calls in a row, recorded as one graph node.
+
+    `layers` is a sequence of (weight, bias, activation, alpha), applied in order; the result
+    equals chaining `linear` bit for bit. Sequential runs its Linear layers through this, so a
+    whole MLP costs one node and one backward function per step instead of one per layer.
+    """
     x = _tensor(x)
-    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape "
-                         f"{weight.shape} (expected input (*, {weight.shape[-1]}))")
-    dtype = weight.dtype
-    x2 = _float_data(x, "linear", dtype).reshape(-1, weight.shape[1])
-    w = _float_data(weight, "linear", dtype)
-    b = None if bias is None else _float_data(bias, "linear", dtype)
-    rows, out_features = x2.shape[0], w.shape[0]
-    y2 = np.empty((rows, out_features), dtype=dtype)
-    needs_grad = is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad))
-    keep_z = needs_grad and _needs_preactivation(activation, alpha)
-    z2 = np.empty_like(y2) if keep_z else None
-    _ops.dense_forward(y2, x2, w, b, activation, alpha, z2)
-
-    def backward(g):
-        g2 = np.ascontiguousarray(g, dtype=dtype).reshape(rows, out_features)
-        dx = np.empty_like(x2) if x.requires_grad else None
-        dw, acc_w, return_w = _grad_target(weight)
-        db, acc_b, return_b = _grad_target(bias)
-        if dw is not None and db is not None and acc_w != acc_b:
-            # One accumulate flag serves both: start the fresh buffer from zero instead.
-            (dw if not acc_w else db)[...] = 0
-            acc_w = acc_b = True
-        accumulate = acc_w if dw is not None else acc_b
-        _ops.dense_backward(g2, x2, w, y2, z2, activation, alpha, dx, dw, db, accumulate)
-        grads = [None if dx is None else dx.reshape(x.shape),
-                 dw if return_w else None]
+    data = x._data
+    if data.ndim == 0:
+        raise ValueError(f"linear: input must have at least 1 dim, got shape {data.shape}")
+    lead_shape = data.shape[:-1]
+    rows = math.prod(lead_shape)
+    recording = is_grad_enabled()
+    needs_grad = recording and x.requires_grad
+    parents = [x]
+    plan = []  # per layer: (weight, bias, activation, alpha, parent index of the weight)
+    for weight, bias, activation, alpha in layers:
+        needs_grad = needs_grad or (recording and (
+            weight.requires_grad or (bias is not None and bias.requires_grad)))
+        plan.append((_param_data(weight, None), _param_data(bias, weight.dtype), activation,
+                     alpha, len(parents)))
+        parents.append(weight)
         if bias is not None:
-            grads.append(db if return_b else None)
-        return tuple(grads)
+            parents.append(bias)
 
-    out = y2.reshape(x.shape[:-1] + (out_features,))
+    inputs, outputs, preacts = [], [], []
+    current = data
+    for w, b, activation, alpha, _ in plan:
+        if w.ndim != 2 or current.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input of shape {lead_shape + current.shape[-1:]} does not "
+                             f"fit weight of shape {w.shape} (expected input (*, "
+                             f"{w.shape[-1]}))")
+        x2 = current
+        if x2.dtype != w.dtype or not x2.flags.c_contiguous:
+            x2 = np.ascontiguousarray(x2, dtype=w.dtype)
+        x2 = x2.reshape(rows, w.shape[1])
+        y2 = np.empty((rows, w.shape[0]), dtype=w.dtype)
+        z2 = (np.empty_like(y2) if needs_grad and _needs_preactivation(activation, alpha)
+              else None)
+        _ops.dense_forward(y2, x2, w, b, activation, alpha, z2)
+        inputs.append(x2)
+        outputs.append(y2)
+        preacts.append(z2)
+        current = y2
+
+    out = current.reshape(lead_shape + (current.shape[1],))
     if not needs_grad:
         return Tensor(out)
-    parents = (x, weight) if bias is None else (x, weight, bias)
-    return Tensor._from_op(out, parents, backward)
+
+    def backward(g):
+        grads = [None] * len(parents)
+        g2 = None
+        for layer in range(len(plan) - 1, -1, -1):
+            w, b, activation, alpha, at = plan[layer]
+            g2 = np.ascontiguousarray(g, dtype=w.dtype).reshape(rows, w.shape[0])
+            wants_dx = layer > 0 or x.requires_grad
+            dx = np.empty_like(inputs[layer]) if wants_dx else None
+            dw, acc_w, return_w = _grad_target(parents[at])
+            db, acc_b, return_b = _grad_target(parents[at + 1] if b is not None else None)
+            if dw is not None and db is not None and acc_w != acc_b:
+                # One accumulate flag serves both: start the fresh buffer from zero instead.
+                (dw if not acc_w else db)[...] = 0
+                acc_w = acc_b = True
+            accumulate = acc_w if dw is not None else acc_b
+            _ops.dense_backward(g2, inputs[layer], w, outputs[layer], preacts[layer], activation,
+                                alpha, dx, dw, db, accumulate)
+            if return_w:
+                grads[at] = dw
+            if return_b:
+                grads[at + 1] = db
+            g = dx
+        if x.requires_grad:
+            grads[0] = g.reshape(x.shape)
+        return tuple(grads)
+
+    return Tensor._from_op(out, tuple(parents), backward)
 
 
 # --- activations -------------------------------------------------------------------------------

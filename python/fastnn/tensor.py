@@ -13,6 +13,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import _ops
+from .autograd import _set_wrapper as _set_autograd_wrapper
 from .autograd import backward as _run_backward
 from .autograd import is_grad_enabled
 
@@ -23,6 +24,7 @@ int64 = np.int64
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
+_new_tensor = object.__new__
 
 
 def _as_array(data, dtype=None) -> np.ndarray:
@@ -89,33 +91,40 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        self._data = _as_array(data, dtype)
+        self._set_leaf(_as_array(data, dtype))
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def _set_leaf(self, data: np.ndarray) -> None:
+        """Every slot of a fresh leaf that does not require grad, holding `data`."""
+        self._data = data
         self.grad = None
         self._backward = None
         self._parents = ()
         self._freed = False
         self._retains_grad = False
         self.requires_grad = False
-        if requires_grad:
-            self.requires_grad_(True)
 
     # --- construction helpers used by operations -----------------------------------------------
     @staticmethod
+    def _wrap(data: np.ndarray) -> "Tensor":
+        """A tensor around an array that is already what Tensor would make of it (no checks)."""
+        out = _new_tensor(Tensor)
+        out._set_leaf(data)
+        return out
+
+    @staticmethod
     def _from_op(data: np.ndarray, parents: tuple, backward_fn) -> "Tensor":
         """The result of an operation: records the graph when any parent requires grad."""
-        out = Tensor.__new__(Tensor)
-        out._data = data
-        out.grad = None
-        out._freed = False
-        out._retains_grad = False
-        if is_grad_enabled() and any(p.requires_grad for p in parents):
-            out.requires_grad = True
-            out._backward = backward_fn
-            out._parents = parents
-        else:
-            out.requires_grad = False
-            out._backward = None
-            out._parents = ()
+        out = _new_tensor(Tensor)
+        out._set_leaf(data)
+        if is_grad_enabled():
+            for parent in parents:
+                if parent.requires_grad:
+                    out.requires_grad = True
+                    out._backward = backward_fn
+                    out._parents = parents
+                    break
         return out
 
     # --- basic properties ------------------------------------------------------------------------
@@ -703,6 +712,8 @@ def minimum(a, b) -> Tensor:
     a = a if isinstance(a, Tensor) else Tensor(_as_array(a))
     return where(a._data <= _as_array(b), a, b)
 
+
+_set_autograd_wrapper(Tensor._wrap)
 
 # `_ops` is imported for its side effect of loading the compiled module early, so that a broken
 # build fails at `import fastnn` with a clear message rather than at the first matmul.

@@ -70,11 +70,15 @@ class Linear(Module):
         """Forward with `activation` applied in the same kernel (used by Sequential)."""
         if not isinstance(x, Tensor):
             x = Tensor(x)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear(in_features={self.in_features}, out_features="
-                             f"{self.out_features}): input has shape {x.shape}, expected "
-                             f"(*, {self.in_features})")
+        self.check_input(x.shape)
         return F.linear(x, self.weight, self.bias, activation, alpha)
+
+    def check_input(self, shape: tuple) -> None:
+        """Raise a ValueError naming this layer when an input of `shape` does not fit it."""
+        if not shape or shape[-1] != self.in_features:
+            raise ValueError(f"Linear(in_features={self.in_features}, out_features="
+                             f"{self.out_features}): input has shape {shape}, expected "
+                             f"(*, {self.in_features})")
 
     def extra_repr(self) -> str:
         act = "" if self.activation == "identity" else f", activation={self.activation!r}"

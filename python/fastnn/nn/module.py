@@ -250,6 +250,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def __call__(self, *args, **kwargs):
+        if len(args) == 1:  # the common case, without building a new tuple
+            (x,) = args
+            return self.forward(Tensor(x) if isinstance(x, np.ndarray) else x, **kwargs)
         args = tuple(Tensor(a) if isinstance(a, np.ndarray) else a for a in args)
         return self.forward(*args, **kwargs)
 

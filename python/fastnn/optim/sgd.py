@@ -59,21 +59,23 @@ class SGD(Optimizer):
             # Parameters whose buffer is new take the first-step rule: split them off.
             buckets = {}  # (dtype, first_step) -> (params, grads, buffers)
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
+                data = p.data
                 first = False
                 buf = None
                 if use_momentum:
                     st = state[p]
                     buf = st.get("momentum_buffer")
                     if buf is None:
-                        buf = st["momentum_buffer"] = np.zeros(p.data.shape, p.data.dtype)
+                        buf = st["momentum_buffer"] = np.zeros(data.shape, data.dtype)
                         first = True
-                key = (p.data.dtype, first)
+                key = (data.dtype, first)
                 bucket = buckets.get(key)
                 if bucket is None:
                     bucket = buckets[key] = ([], [], [])
-                bucket[0].append(p.data)
+                bucket[0].append(data)
                 bucket[1].append(_grad_array(p))
                 bucket[2].append(buf)
             for (_, first), (params, grads, bufs) in buckets.items():
