@@ -60,7 +60,17 @@ void sgd_chunk(const SgdTensor<T>& t, int64_t b, int64_t e, const SgdOptions& o)
   T* p = t.param;
   const T* grad = t.grad;
   T* buf = t.momentum_buffer;
-  for (int64_t i = b; i < e; ++i) {
+  int64_t i = b;
+#ifdef FASTNN_HAVE_AVX2_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_has_avx2_fma()) {
+      const detail::SgdScalars s{sign, wd, lr, mom, keep, kDecay, kMomentum, o.first_step,
+                                 o.nesterov};
+      i = detail::sgd_chunk_avx2(t, b, e, s);
+    }
+  }
+#endif
+  for (; i < e; ++i) {
     T g = sign * grad[i];
     if constexpr (kDecay) g += wd * p[i];
     if constexpr (kMomentum) {

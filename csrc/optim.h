@@ -145,5 +145,18 @@ struct AdamScalars {
 int64_t adam_chunk_avx2(const AdamTensor<float>& t, int64_t begin, int64_t end,
                         const AdamScalars& s);
 
+// SGD's per-element constants (see sgd_step); `first_step` and `nesterov` as in SgdOptions.
+struct SgdScalars {
+  float sign, weight_decay, lr, momentum, keep;
+  bool decay, momentum_on, first_step, nesterov;
+};
+
+// AVX2 loop for float SGD over a prefix of [begin, end) in whole vectors; returns where it
+// stopped. Separate multiplies and adds in the portable loop's order, so results are the same
+// bit for bit (an SSE2 build of the portable loop executes about twice the instructions, and at
+// batch 1 an MLP's update is the largest single cost of a step). Call only if cpu_has_avx2_fma().
+int64_t sgd_chunk_avx2(const SgdTensor<float>& t, int64_t begin, int64_t end,
+                       const SgdScalars& s);
+
 }  // namespace detail
 }  // namespace fastnn

@@ -1,6 +1,6 @@
-// AVX2 loop for the float Adam step (see optim.h, namespace detail). Same operations as the
-// portable loop in optim.cpp; with FMA available the compiler may fuse a multiply and an add,
-// so results can differ from the portable path by rounding, never across thread counts.
+// AVX2 loops for the float Adam and SGD steps (see optim.h, namespace detail): the portable
+// loops' operations in the same order. This file is compiled without multiply-add contraction
+// (CMakeLists.txt), so both match the portable loops bit for bit.
 #include <immintrin.h>
 
 #include "optim.h"
@@ -45,6 +45,57 @@ int64_t adam_chunk_avx2(const AdamTensor<float>& t, int64_t begin, int64_t end,
     _mm256_storeu_ps(p + i, _mm256_sub_ps(pi, _mm256_mul_ps(step, _mm256_div_ps(mi, denom))));
   }
   return i;
+}
+
+namespace {
+
+template <bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>
+int64_t sgd_loop(const SgdTensor<float>& t, int64_t begin, int64_t end, const SgdScalars& s) {
+  const __m256 sign = _mm256_set1_ps(s.sign), wd = _mm256_set1_ps(s.weight_decay);
+  const __m256 lr = _mm256_set1_ps(s.lr), mom = _mm256_set1_ps(s.momentum);
+  const __m256 keep = _mm256_set1_ps(s.keep);
+  float* p = t.param;
+  const float* grad = t.grad;
+  float* buf = t.momentum_buffer;
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    __m256 g = _mm256_mul_ps(sign, _mm256_loadu_ps(grad + i));
+    const __m256 pi = _mm256_loadu_ps(p + i);
+    if constexpr (kDecay) g = _mm256_add_ps(g, _mm256_mul_ps(wd, pi));
+    if constexpr (kMomentum) {
+      __m256 bi = g;
+      if constexpr (!kFirst) {
+        bi = _mm256_add_ps(_mm256_mul_ps(mom, _mm256_loadu_ps(buf + i)), _mm256_mul_ps(keep, g));
+      }
+      _mm256_storeu_ps(buf + i, bi);
+      g = kNesterov ? _mm256_add_ps(g, _mm256_mul_ps(mom, bi)) : bi;
+    }
+    _mm256_storeu_ps(p + i, _mm256_sub_ps(pi, _mm256_mul_ps(lr, g)));
+  }
+  return i;
+}
+
+template <bool kDecay, bool kMomentum>
+int64_t sgd_loop_by_step(const SgdTensor<float>& t, int64_t begin, int64_t end,
+                         const SgdScalars& s) {
+  if (s.first_step) {
+    return s.nesterov ? sgd_loop<kDecay, kMomentum, true, true>(t, begin, end, s)
+                      : sgd_loop<kDecay, kMomentum, true, false>(t, begin, end, s);
+  }
+  return s.nesterov ? sgd_loop<kDecay, kMomentum, false, true>(t, begin, end, s)
+                    : sgd_loop<kDecay, kMomentum, false, false>(t, begin, end, s);
+}
+
+}  // namespace
+
+int64_t sgd_chunk_avx2(const SgdTensor<float>& t, int64_t begin, int64_t end,
+                       const SgdScalars& s) {
+  if (s.decay) {
+    return s.momentum_on ? sgd_loop_by_step<true, true>(t, begin, end, s)
+                         : sgd_loop_by_step<true, false>(t, begin, end, s);
+  }
+  return s.momentum_on ? sgd_loop_by_step<false, true>(t, begin, end, s)
+                       : sgd_loop_by_step<false, false>(t, begin, end, s);
 }
 
 }  // namespace fastnn::detail

@@ -250,6 +250,25 @@ void check_adagrad() {
 }
 
 TEST_F(OptimKernels, SgdMatchesReferenceFloat) { check_sgd<float>(); }
+
+// The vector loops do the reference's multiplies and adds in the same order: exact results.
+TEST_F(OptimKernels, SgdFloatEqualsReferenceBitForBit) {
+  for (bool nesterov : {false, true}) {
+    for (double weight_decay : {0.0, 1e-2}) {
+      SgdOptions o;
+      o.lr = 0.05, o.momentum = 0.9, o.weight_decay = weight_decay, o.nesterov = nesterov;
+      Buffers<float> got = initial_buffers<float>(), want = got;
+      for (int s = 0; s < 3; ++s) {
+        o.first_step = s == 0;
+        sgd_step(sgd_list(got, true), o);
+        sgd_step_reference(sgd_list(want, true), o);
+        got.next_grads();
+        want.next_grads();
+      }
+      expect_identical(got, want, nesterov ? "sgd nesterov" : "sgd");
+    }
+  }
+}
 TEST_F(OptimKernels, SgdMatchesReferenceDouble) { check_sgd<double>(); }
 TEST_F(OptimKernels, AdamMatchesReferenceFloat) { check_adam<float>(); }
 TEST_F(OptimKernels, AdamMatchesReferenceDouble) { check_adam<double>(); }
