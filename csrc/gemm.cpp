@@ -56,11 +56,15 @@ constexpr int64_t kDirectMaxRows = 32;
 // wake-up can take a whole scheduler time slice (measured: 1x784x512 on 2 threads took 8 ms at
 // the median on a loaded machine, against 35 us on one).
 constexpr int64_t kParallelMinMNK = int64_t(1) << 20;
-// The small-k path goes parallel by the bytes it writes, not by m*n*k: when it writes at least
-// this much of C, in chunks of rows of about kSmallKChunkBytes. 2 threads beat 1 from about
-// 100 KB on an idle machine; the margin is for the wake-up. With one busy process on the other
-// core, 512x784x1 on 2 threads kept a median below its one-thread time, but 1 to 2 calls in a
+// Memory-bound paths go parallel by the bytes they move, not by m*n*k, and so take the risk
+// described above: with one busy process on the other core, 1x784x512 (dot) and 512x784x1
+// (small-k) on 2 threads kept medians at or below their one-thread times, but 1 to 2 calls in a
 // hundred waited a time slice (4 ms) for the worker.
+//   dot, row: when they stream at least this much of B. 1x784x512 in float (1.6 MB, about 20 us
+//   on one core) took 0.55-0.85 of its one-thread time on two; at 512 KB the gain was unreliable.
+constexpr int64_t kParallelMinStreamBytes = int64_t(1) << 20;
+//   small-k: when it writes at least this much of C (2 threads beat 1 from about 100 KB on an
+//   idle machine; the margin is for the wake-up), in chunks of rows of about kSmallKChunkBytes.
 constexpr int64_t kParallelMinWriteBytes = int64_t(256) << 10;
 constexpr int64_t kSmallKChunkBytes = int64_t(128) << 10;
 // The small-k path takes rows of C at least this long; shorter ones go through the packed path,
@@ -516,10 +520,11 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
   const bool threads = get_num_threads() > 1;
   const int64_t size = int64_t(sizeof(T));
   const bool parallel = threads && pr.m * pr.n * pr.k > kParallelMinMNK;
+  const bool streams_much = pr.n * pr.k * size >= kParallelMinStreamBytes;
   if (!pr.trans_a && pr.trans_b && pr.m <= kDotMaxRows) {
-    gemm_dot_path(ks, pr, parallel);
+    gemm_dot_path(ks, pr, parallel || (threads && streams_much));
   } else if (!pr.trans_b && pr.m == 1) {
-    gemm_row_path(ks, pr, parallel);
+    gemm_row_path(ks, pr, parallel || (threads && streams_much));
   } else if (!pr.trans_b && pr.k <= ks.small_k_max && pr.n * size >= kSmallKMinRowBytes) {
     gemm_small_k_path(ks, pr, threads && pr.m * pr.n * size >= kParallelMinWriteBytes);
   } else {

@@ -71,6 +71,8 @@ def test_zero_sized(m, k, n):
 @pytest.mark.parametrize("m,k,n,trans_a,trans_b", [
     (300, 259, 517, False, True),  # packed
     (512, 2, 784, True, False),    # small k, rows split among threads
+    (1, 784, 512, False, True),    # dot path at m == 1, split because it streams 1.6 MB
+    (1, 512, 784, False, False),   # row path, likewise
 ])
 def test_thread_counts_give_identical_bits(m, k, n, trans_a, trans_b):
     a, b = operands(m, k, n, trans_a, trans_b, np.float32, seed=3)

@@ -156,6 +156,8 @@ const Case kCases[] = {
     {"m_above_mc_block", 400, 24, 30, false, false},
     {"m_eq_1_small_k_registers", 1, 300, 5, true, false},
     {"m_eq_1_small_k_tail", 1, 37, 3, false, false, 0, 0, 0, 2.0, 1.0},
+    {"m_eq_1_streams_much_row", 1, 784, 512, false, false},  // row path, parallel by bytes
+    {"small_m_streams_much_dot", 3, 512, 784, false, true},  // dot path, parallel by bytes
     {"small_k_outer_product", 512, 784, 1, true, false},     // dW of a layer at batch 1
     {"small_k_accumulate", 256, 512, 4, true, false, 0, 0, 0, 1.0, 1.0},
     {"small_k_strided", 7, 300, 3, false, false, 2, 5, 3, 1.5, 0.5},
