@@ -25,6 +25,10 @@ DEFAULT_SHAPES = [
     "128x512x784",       # its input gradient dZ @ W
     "512x784x128",
     "1x784x512:nt",      # the same Linear at batch 1: memory-bound
+    "1x512x784",         # its input gradient at batch 1 (row path)
+    "512x1x784:tn",      # its weight gradient dZ.T @ X at batch 1: an outer product (small k)
+    "512x4x784:tn",      # ... at batch 4
+    "256x1x512:tn",      # Linear(512, 256)'s weight gradient at batch 1
     "64x64x64",
 ]
 

@@ -3,11 +3,14 @@
 //
 // Legend: m, n, k as in gemm.h; MR x NR the micro-kernel tile; MC, KC, NC the cache blocks.
 //
-// Four paths, chosen from the shape alone (never from the thread count):
+// Five paths, chosen from the shape alone (never from the thread count):
 //   dot      op(A) op(B) = A B^T with m <= kDotMaxRows: each element is a dot product of a row
 //            of A with a row of B, both read as they lie. A Linear layer's forward at small batch:
 //            the weight is streamed once, nothing is packed.
-//   row      B not transposed, m == 1 (AVX2 only): one row of C streamed against B's rows.
+//   row      B not transposed, m == 1: one row of C streamed against B's rows.
+//   small-k  B not transposed, k <= the kernel set's small_k_max, rows of C long enough: each
+//            row of C is one row-kernel call reading B in place. A weight gradient dZ^T X at
+//            batch 1..7: C is large, the work per element tiny, packing would cost more than it.
 //   B-direct B not transposed, m <= kDirectMaxRows: A is packed (it is small), the micro-kernel
 //            reads B's rows in place (b_step = ldb); only a last partial NR sliver is packed.
 //   packed   everything else, BLIS's loop nest (packed_serial):
@@ -21,8 +24,9 @@
 //                        micro-kernel
 //                      epilogue on the finished MC x NR strip when pc is the last k block
 //
-// Threads: the dot path cuts n into column chunks; the packed paths cut C into one block per
-// thread (see gemm_packed_path). One parallel region per call, no barrier inside it.
+// Threads: the dot and row paths cut n into column chunks, the small-k path cuts m into chunks
+// of rows; the packed paths cut C into one block per thread (see gemm_packed_path). One parallel
+// region per call, no barrier inside it.
 //
 // Determinism: every element of C is computed by the same sequence of operations whatever tile
 // or block it falls in (see the kernel contracts), and the k blocking depends only on k. So the
@@ -52,6 +56,22 @@ constexpr int64_t kDirectMaxRows = 32;
 // wake-up can take a whole scheduler time slice (measured: 1x784x512 on 2 threads took 8 ms at
 // the median on a loaded machine, against 35 us on one).
 constexpr int64_t kParallelMinMNK = int64_t(1) << 20;
+// Memory-bound paths go parallel by the bytes they move, not by m*n*k, and so take the risk
+// described above: with one busy process on the other core, 1x784x512 (dot) and 512x784x1
+// (small-k) on 2 threads kept medians at or below their one-thread times, but 1 to 2 calls in a
+// hundred waited a time slice (4 ms) for the worker.
+//   dot, row: when they stream at least this much of B. 1x784x512 in float (1.6 MB, about 20 us
+//   on one core) took 0.55-0.85 of its one-thread time on two; at 512 KB the gain was unreliable.
+constexpr int64_t kParallelMinStreamBytes = int64_t(1) << 20;
+//   small-k: when it writes at least this much of C (2 threads beat 1 from about 100 KB on an
+//   idle machine; the margin is for the wake-up), in chunks of rows of about kSmallKChunkBytes.
+constexpr int64_t kParallelMinWriteBytes = int64_t(256) << 10;
+constexpr int64_t kSmallKChunkBytes = int64_t(128) << 10;
+// The small-k path takes rows of C at least this long; shorter ones go through the packed path,
+// whose micro-kernel call covers 6 rows (measured on 512 x n in float: at n = 32..48 the row
+// kernel took 1.3-1.7 times the packed path's time, at n = 128 about as long, at n = 256
+// 0.75-0.8 of it).
+constexpr int64_t kSmallKMinRowBytes = 1024;
 // NR-column slivers per epilogue call on the packed paths (measured: one sliver per call made
 // bias + relu cost 2.5% of a 128x784x512 product, mostly loop overhead on 16-element rows).
 constexpr int64_t kEpilogueSlivers = 8;
@@ -118,6 +138,31 @@ void gemm_dot_2x2_portable(int64_t k, const T* a, int64_t lda, const T* b, int64
   }
 }
 
+// One row of C times a B read in place (the RowKernel contract): per element the arithmetic of
+// gemm_tile_portable, a sum from zero with the products added in k order, then the same store.
+// The sums of a chunk of columns wait in a buffer in L1 while B's rows stream past.
+template <class T>
+void gemm_row_portable(int64_t k, int64_t n, const T* a, int64_t a_step, const T* b, int64_t ldb,
+                       T* c, T alpha, T beta) {
+  constexpr int64_t kChunk = 2048 / int64_t(sizeof(T));  // 2 KB of sums
+  T acc[kChunk];
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t width = std::min(kChunk, n - j0);
+    for (int64_t j = 0; j < width; ++j) acc[j] = T(0);
+    for (int64_t p = 0; p < k; ++p) {
+      const T a_p = a[p * a_step];
+      const T* b_p = b + p * ldb + j0;
+      for (int64_t j = 0; j < width; ++j) acc[j] += a_p * b_p[j];
+    }
+    T* out = c + j0;
+    if (beta == T(0)) {
+      for (int64_t j = 0; j < width; ++j) out[j] = alpha * acc[j];
+    } else {
+      for (int64_t j = 0; j < width; ++j) out[j] = alpha * acc[j] + beta * out[j];
+    }
+  }
+}
+
 // ----- kernel sets and block sizes ------------------------------------------------------------
 
 template <class T>
@@ -128,15 +173,19 @@ struct KernelSet {
   DotKernel<T> dot;
   int64_t dot_mi, dot_nj, dot_nj1;  // dot_nj1: the wider tile allowed when m == 1
   PackPanelFn<T> pack;  // full micro-panels; null: the plain loops below
-  RowKernel<T> row;     // null: m == 1 goes through the packed path
+  RowKernel<T> row;
+  int64_t small_k_max;  // k up to which B not transposed goes down the small-k path
 };
 
 template <class T>
 KernelSet<T> portable_kernels() {
   // 4 x 8 floats (or 4 x 4 doubles) are 8 128-bit accumulators: fits SSE2's and NEON's files.
   constexpr int NR = 32 / int(sizeof(T));
+  // The row kernel: at m == 1 it took a third of this set's packed time (1x784x512, SSE2 code
+  // on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4 in double; the AVX2
+  // set's limits are kept, as this set's real targets (other ISAs) were not measured.
   return {&gemm_tile_portable<T, 4, NR>, 4, NR, 128, 256, 4096, &gemm_dot_2x2_portable<T>, 2, 2,
-          2, nullptr, nullptr};
+          2, nullptr, &gemm_row_portable<T>, sizeof(T) == 4 ? 7 : 4};
 }
 
 template <class T>
@@ -145,11 +194,15 @@ KernelSet<T> avx2_kernels();
 template <>
 KernelSet<float> avx2_kernels<float>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
+  static_assert(7 <= gemm_detail::kAvx2RowRegisterMaxK, "small k must stay in registers");
   // KC x NR B sliver = 24 KB of the 32 KB L1; MC x KC A block = 216 KB of the 512 KB L2.
   // KC 384 measured a little ahead of 256 and 512 on the MLP shapes.
+  // Small k up to 7: 512x784 took 0.4-0.85 of the packed path's time at k = 1..7, 0.9-1.15 of
+  // it at k = 8 (the row kernel loads k vectors of B per vector of C), 1.8 times it at k = 10.
   return {&gemm_detail::gemm_6x16_avx2, 6, 16, 144, 384, 4080,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2};
+          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
+          7};
 #else
   return portable_kernels<float>();
 #endif
@@ -158,9 +211,11 @@ KernelSet<float> avx2_kernels<float>() {
 template <>
 KernelSet<double> avx2_kernels<double>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
+  // Small k up to 4: 512x784 took 0.4-0.9 of the packed path's time at k = 1..4, 1.07 at 5.
   return {&gemm_detail::gemm_6x8_avx2, 6, 8, 72, 256, 2040,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2};
+          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
+          4};
 #else
   return portable_kernels<double>();
 #endif
@@ -407,6 +462,23 @@ void gemm_row_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) 
   });
 }
 
+// Small k, B not transposed: each row of C is one call of the row kernel, reading row i of op(A)
+// and B (k x n, small) in place, so nothing is packed and C is written once, row by row. Threads
+// take chunks of whole rows; a row is computed the same way whichever chunk holds it.
+template <class T>
+void gemm_small_k_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
+  const int64_t rows = std::max<int64_t>(1, kSmallKChunkBytes / (pr.n * int64_t(sizeof(T))));
+  const int64_t a_step = pr.trans_a ? pr.lda : 1;
+  run_tasks(ceil_div(pr.m, rows), parallel, [&](int64_t t) {
+    const int64_t i0 = t * rows, i1 = std::min(pr.m, i0 + rows);
+    for (int64_t i = i0; i < i1; ++i) {
+      ks.row(pr.k, pr.n, pr.a + (pr.trans_a ? i : i * pr.lda), a_step, pr.b, pr.ldb,
+             pr.c + i * pr.ldc, pr.alpha, pr.beta);
+    }
+    finish_block(pr, i0, 0, i1 - i0, pr.n);
+  });
+}
+
 // The packed path on several threads: C is cut into one block per thread, along m or n, and each
 // thread runs packed_serial on its block with its own packing buffers. Nothing is shared, so the
 // threads never wait for each other inside the call (a barrier costs a whole time slice when
@@ -444,11 +516,17 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
     scale_only(pr);
     return;
   }
-  const bool parallel = get_num_threads() > 1 && pr.m * pr.n * pr.k > kParallelMinMNK;
+  // Only whether to use threads depends on the thread count, never which path runs.
+  const bool threads = get_num_threads() > 1;
+  const int64_t size = int64_t(sizeof(T));
+  const bool parallel = threads && pr.m * pr.n * pr.k > kParallelMinMNK;
+  const bool streams_much = pr.n * pr.k * size >= kParallelMinStreamBytes;
   if (!pr.trans_a && pr.trans_b && pr.m <= kDotMaxRows) {
-    gemm_dot_path(ks, pr, parallel);
-  } else if (!pr.trans_b && pr.m == 1 && ks.row) {
-    gemm_row_path(ks, pr, parallel);
+    gemm_dot_path(ks, pr, parallel || (threads && streams_much));
+  } else if (!pr.trans_b && pr.m == 1) {
+    gemm_row_path(ks, pr, parallel || (threads && streams_much));
+  } else if (!pr.trans_b && pr.k <= ks.small_k_max && pr.n * size >= kSmallKMinRowBytes) {
+    gemm_small_k_path(ks, pr, threads && pr.m * pr.n * size >= kParallelMinWriteBytes);
   } else {
     gemm_packed_path(ks, pr, parallel, !pr.trans_b && pr.m <= kDirectMaxRows);
   }

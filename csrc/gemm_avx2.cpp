@@ -219,6 +219,32 @@ void tile_6x2v_any(int64_t k, const typename O::T* ap, const typename O::T* bp, 
   }
 }
 
+// The row kernels' store: alpha * sum (+ beta * C) into U vectors of C at c, or, when `tail` > 0
+// (then U == 1), into its first `tail` elements only, through a buffer. The micro-kernels' store
+// arithmetic; C is not read when beta == 0.
+template <class O, int U>
+inline void store_sums(typename O::T* c, const typename O::V (&sum)[U], typename O::T alpha,
+                       typename O::T beta, int tail = 0) {
+  using T = typename O::T;
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  const V va = O::set1(alpha), vb = O::set1(beta);
+  if (tail == 0) {
+    for (int u = 0; u < U; ++u) {
+      V r = O::mul(va, sum[u]);
+      if (beta != T(0)) r = O::fma(vb, O::load(c + u * L), r);
+      O::store(c + u * L, r);
+    }
+    return;
+  }
+  T buf[L];
+  for (int j = 0; j < L; ++j) buf[j] = j < tail && beta != T(0) ? c[j] : T(0);
+  V r = O::mul(va, sum[0]);
+  if (beta != T(0)) r = O::fma(vb, O::load(buf), r);
+  O::store(buf, r);
+  for (int j = 0; j < tail; ++j) c[j] = buf[j];
+}
+
 // One row of C: C[j] = alpha * sum_p a[p * a_step] * B[p * ldb + j] (+ beta * C[j]), j < n.
 // B is streamed row by row as it lies (axpy form), four rows per pass over a chunk of columns,
 // while the sums wait in a small buffer in L1. Each sum still starts from zero and takes its FMAs
@@ -273,21 +299,65 @@ void row_times_matrix(int64_t k, int64_t n, const typename O::T* a, int64_t a_st
         O::store(acc + full, O::fma(a0, O::load_first(r0 + full, tail), O::load(acc + full)));
       }
     }
-    const V va = O::set1(alpha), vb = O::set1(beta);
-    T* cj = c + j0;
-    for (int64_t j = 0; j < full; j += L) {
-      V r = O::mul(va, O::load(acc + j));
-      if (beta != T(0)) r = O::fma(vb, O::load(cj + j), r);
-      O::store(cj + j, r);
+    for (int64_t j = 0; j < full + (tail ? L : 0); j += L) {
+      const V sum[1] = {O::load(acc + j)};
+      store_sums<O, 1>(c + j0 + j, sum, alpha, beta, j < full ? 0 : tail);
     }
-    if (tail) {
-      T buf[L];
-      for (int j = 0; j < L; ++j) buf[j] = j < tail && beta != T(0) ? cj[full + j] : T(0);
-      V r = O::mul(va, O::load(acc + full));
-      if (beta != T(0)) r = O::fma(vb, O::load(buf), r);
-      O::store(buf, r);
-      for (int j = 0; j < tail; ++j) cj[full + j] = buf[j];
+  }
+}
+
+// The row kernel for a small k == K: the K broadcasts of a stay in registers, and each block of U
+// vectors of C is finished in one visit, its sums never leaving registers (row_times_matrix's
+// buffer costs a load and a store per vector and k step, which at small k is most of the work).
+// Per element the arithmetic is row_times_matrix's: a sum from zero, FMAs in k order, the same
+// store.
+template <class O, int K>
+void row_times_matrix_small_k(int64_t n, const typename O::T* a, int64_t a_step,
+                              const typename O::T* b, int64_t ldb, typename O::T* c,
+                              typename O::T alpha, typename O::T beta) {
+  static_assert(K <= kAvx2RowRegisterMaxK, "K broadcasts must fit in registers beside the sums");
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  constexpr int U = 4;  // K broadcasts, U sums, alpha, beta and one B vector: <= 15 registers
+  V av[K];
+  for (int p = 0; p < K; ++p) av[p] = O::broadcast(a + p * a_step);
+  int64_t j = 0;
+  for (; j + U * L <= n; j += U * L) {
+    V sum[U];
+    for (int u = 0; u < U; ++u) sum[u] = O::zero();
+    for (int p = 0; p < K; ++p) {
+      const typename O::T* row = b + p * ldb + j;
+      for (int u = 0; u < U; ++u) sum[u] = O::fma(av[p], O::load(row + u * L), sum[u]);
     }
+    store_sums<O, U>(c + j, sum, alpha, beta);
+  }
+  for (; j < n; j += L) {
+    const int tail = n - j < L ? int(n - j) : 0;  // 0: a whole vector
+    V sum[1] = {O::zero()};
+    for (int p = 0; p < K; ++p) {
+      const typename O::T* row = b + p * ldb + j;
+      sum[0] = O::fma(av[p], tail ? O::load_first(row, tail) : O::load(row), sum[0]);
+    }
+    store_sums<O, 1>(c + j, sum, alpha, beta, tail);
+  }
+}
+
+// The RowKernel: k up to kAvx2RowRegisterMaxK in registers, any larger k through the L1 buffer.
+template <class O>
+void row_kernel(int64_t k, int64_t n, const typename O::T* a, int64_t a_step,
+                const typename O::T* b, int64_t ldb, typename O::T* c, typename O::T alpha,
+                typename O::T beta) {
+  static_assert(kAvx2RowRegisterMaxK == 8, "the cases below list every k up to the maximum");
+  switch (k) {
+    case 1: return row_times_matrix_small_k<O, 1>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 2: return row_times_matrix_small_k<O, 2>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 3: return row_times_matrix_small_k<O, 3>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 4: return row_times_matrix_small_k<O, 4>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 5: return row_times_matrix_small_k<O, 5>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 6: return row_times_matrix_small_k<O, 6>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 7: return row_times_matrix_small_k<O, 7>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 8: return row_times_matrix_small_k<O, 8>(n, a, a_step, b, ldb, c, alpha, beta);
+    default: return row_times_matrix<O>(k, n, a, a_step, b, ldb, c, alpha, beta);
   }
 }
 
@@ -458,12 +528,12 @@ void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step
 
 void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
                    int64_t ldb, float* c, float alpha, float beta) {
-  row_times_matrix<F32>(k, n, a, a_step, b, ldb, c, alpha, beta);
+  row_kernel<F32>(k, n, a, a_step, b, ldb, c, alpha, beta);
 }
 
 void gemm_row_avx2(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
                    int64_t ldb, double* c, double alpha, double beta) {
-  row_times_matrix<F64>(k, n, a, a_step, b, ldb, c, alpha, beta);
+  row_kernel<F64>(k, n, a, a_step, b, ldb, c, alpha, beta);
 }
 
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,

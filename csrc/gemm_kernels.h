@@ -52,7 +52,8 @@ using PackPanelFn = void (*)(T* dst, const T* src, int64_t ld, bool interleaved,
 // Row kernel: one row of C times a B read in place (B not transposed, row stride ldb):
 //   C[j] = alpha * sum_{p<k} A[p * a_step] * B[p * ldb + j]  (+ beta * C[j]),  j < n.
 // All of k in one pass: one accumulator per element from zero, FMAs in k order, then the
-// micro-kernels' store arithmetic. beta == 0: C is not read.
+// micro-kernels' store arithmetic, whether the sums wait in registers (small k) or in a buffer.
+// Used for m == 1 and, one call per row of C, for small k. beta == 0: C is not read.
 template <class T>
 using RowKernel = void (*)(int64_t k, int64_t n, const T* a, int64_t a_step, const T* b,
                            int64_t ldb, T* c, T alpha, T beta);
@@ -65,6 +66,8 @@ using DotKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64
 constexpr int64_t kAvx2DotMI = 4;
 constexpr int64_t kAvx2DotNJ = 3;
 constexpr int64_t kAvx2DotNJ1 = 6;
+// Up to this k, gemm_row_avx2 keeps a's values and the sums in registers.
+constexpr int kAvx2RowRegisterMaxK = 8;
 void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,

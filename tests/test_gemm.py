@@ -40,6 +40,8 @@ def assert_close(actual, want, dtype, k):
     (13, 23, 35),    # k_not_multiple_of_unroll, n_above_tile
     (16, 70, 100),   # small m: dot / direct-B paths
     (130, 300, 517),  # packed path with edges in every dimension
+    (512, 1, 784),   # small k: a weight gradient at batch 1 (an outer product)
+    (7, 5, 300),     # small k, few rows, n not a multiple of the vector width
 ])
 def test_matches_numpy(dtype, trans_a, trans_b, m, k, n):
     a, b = operands(m, k, n, trans_a, trans_b, dtype)
@@ -66,15 +68,22 @@ def test_zero_sized(m, k, n):
     np.testing.assert_array_equal(c, np.full((m, n), 3.5 if k == 0 else 7.0, np.float32))
 
 
-def test_thread_counts_give_identical_bits():
-    a, b = operands(300, 259, 517, False, True, np.float32, seed=3)
+@pytest.mark.parametrize("m,k,n,trans_a,trans_b", [
+    (300, 259, 517, False, True),  # packed
+    (512, 2, 784, True, False),    # small k, rows split among threads
+    (1, 784, 512, False, True),    # dot path at m == 1, split because it streams 1.6 MB
+    (1, 512, 784, False, False),   # row path, likewise
+])
+def test_thread_counts_give_identical_bits(m, k, n, trans_a, trans_b):
+    a, b = operands(m, k, n, trans_a, trans_b, np.float32, seed=3)
+    c0 = np.random.default_rng(4).standard_normal((m, n)).astype(np.float32)
     results = []
     saved = _core.get_num_threads()
     try:
         for threads in (1, 2):
             _core.set_num_threads(threads)
-            c = np.empty((300, 517), np.float32)
-            _core.gemm(c, a, b, trans_b=True)
+            c = c0.copy()
+            _core.gemm(c, a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=1.0)
             results.append(c)
     finally:
         _core.set_num_threads(saved)

@@ -154,6 +154,15 @@ const Case kCases[] = {
     {"large_trans_a", 259, 300, 517, true, false, 0, 0, 0, 1.0, 1.0},
     {"n_above_nc_block", 20, 4200, 9, false, true},
     {"m_above_mc_block", 400, 24, 30, false, false},
+    {"m_eq_1_small_k_registers", 1, 300, 5, true, false},
+    {"m_eq_1_small_k_tail", 1, 37, 3, false, false, 0, 0, 0, 2.0, 1.0},
+    {"m_eq_1_streams_much_row", 1, 784, 512, false, false},  // row path, parallel by bytes
+    {"small_m_streams_much_dot", 3, 512, 784, false, true},  // dot path, parallel by bytes
+    {"small_k_outer_product", 512, 784, 1, true, false},     // dW of a layer at batch 1
+    {"small_k_accumulate", 256, 512, 4, true, false, 0, 0, 0, 1.0, 1.0},
+    {"small_k_strided", 7, 300, 3, false, false, 2, 5, 3, 1.5, 0.5},
+    {"small_k_strided_trans_a", 9, 260, 6, true, false, 4, 1, 2, -0.5, 0.0},
+    {"small_k_above_limit", 64, 300, 8, true, false},
 };
 
 class GemmTest : public ::testing::Test {
@@ -177,6 +186,38 @@ TEST_F(GemmTest, PortableKernelsMatchReferenceFloat) {
 
 TEST_F(GemmTest, PortableKernelsMatchReferenceDouble) {
   for (const Case& cs : kCases) check_case<double>(cs, Impl::portable);
+}
+
+// The small-k path (each row of C one row-kernel call, B read in place) and the shapes around its
+// limits: k up to the float and double limits and past them, rows of C just below and above
+// its minimum length, n around the vector and tile widths, C read or not.
+template <class T>
+void check_small_k_grid(Impl impl) {
+  for (int64_t m : {2, 7, 512}) {
+    for (int64_t n : {1, 7, 15, 16, 17, 127, 128, 255, 256, 784}) {
+      for (int64_t k = 1; k <= 9; ++k) {
+        for (bool trans_a : {false, true}) {
+          for (double beta : {0.0, 1.0}) {
+            const std::string name = "small_k m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                     " k=" + std::to_string(k) + (trans_a ? " trans_a" : "") +
+                                     (beta == 0.0 ? " beta_zero" : " beta_one");
+            const double alpha = beta == 0.0 ? 1.0 : 0.75;
+            check_case<T>({name.c_str(), m, n, k, trans_a, false, 0, 0, 0, alpha, beta}, impl);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(GemmTest, SmallKShapesFloat) {
+  check_small_k_grid<float>(Impl::best);
+  check_small_k_grid<float>(Impl::portable);
+}
+
+TEST_F(GemmTest, SmallKShapesDouble) {
+  check_small_k_grid<double>(Impl::best);
+  check_small_k_grid<double>(Impl::portable);
 }
 
 TEST_F(GemmTest, ZeroSized) {
@@ -216,6 +257,8 @@ TEST_F(GemmTest, FusedEpilogueCoversEveryElementOnce) {
                          {"packed", 100, 70, 30, false, false},
                          {"packed_many_slivers_and_blocks", 150, 300, 20, false, true},
                          {"row", 1, 300, 20, false, false},
+                         {"small_k", 100, 300, 3, true, false},
+                         {"small_k_parallel", 512, 784, 2, true, false},
                          {"k_eq_0", 4, 5, 0, false, false}};
   for (int threads : {1, 2}) {
     set_num_threads(threads);
