@@ -150,8 +150,10 @@ void bias_grad(T* db, const T* dy, int64_t rows, int64_t cols, bool accumulate) 
   const int64_t blocks = std::max<int64_t>(1, (rows + kBiasRowBlock - 1) / kBiasRowBlock);
   const int64_t chunks = (cols + kBiasColChunk - 1) / kBiasColChunk;
   std::vector<double> partial(size_t(blocks * cols), 0.0);
-  // Task (block, chunk) sums rows of one block for one chunk of columns, in row order.
-  parallel_for(blocks * chunks, 1, kBiasRowBlock * kBiasColChunk, [&](int64_t t0, int64_t t1) {
+  // Task (block, chunk) sums rows of one block for one chunk of columns, in row order. Its cost
+  // counts the rows it really has: a batch of 32 is not worth waking a second thread for.
+  const int64_t task_cost = std::min(rows, kBiasRowBlock) * kBiasColChunk;
+  parallel_for(blocks * chunks, 1, task_cost, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t blk = t / chunks, c0 = (t % chunks) * kBiasColChunk;
       const int64_t c1 = std::min(cols, c0 + kBiasColChunk);
