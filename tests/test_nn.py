@@ -191,6 +191,20 @@ def test_sequential_chain_names_the_layer_that_does_not_fit():
         model(np.zeros((3, 5), np.float32))
 
 
+def test_sequential_chain_uses_a_weight_replaced_by_a_plain_tensor(rng):
+    first, second = nn.Linear(3, 4).double(), nn.Linear(4, 2).double()
+    model = nn.Sequential(first, nn.Tanh(), second)
+    # Assigning a plain tensor unregisters the parameter; the chain must still read the new one.
+    tied = Tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    first.weight = tied
+    x = rng.standard_normal((5, 3))
+    model(x).sum().backward()
+    expected = F.linear(F.linear(Tensor(x), tied, first.bias, "tanh"), second.weight, second.bias)
+    np.testing.assert_array_equal(model(x).data, expected.data)
+    assert tied.grad is not None and tied.grad.shape == (4, 3)
+    assert "weight" not in dict(first.named_parameters())
+
+
 def test_sequential_chain_under_no_grad_records_nothing(rng):
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     with fastnn.no_grad():
