@@ -183,6 +183,20 @@ def test_linear_chain_with_a_shared_weight_and_a_frozen_layer(rng):
     assert gradcheck(manual, [w, b])
 
 
+def test_sequential_chain_with_frozen_bottom_layers(rng):
+    bottom, top = nn.Linear(5, 4).double(), nn.Linear(4, 3).double()
+    for p in bottom.parameters():
+        p.requires_grad_(False)
+    model = nn.Sequential(bottom, nn.ReLU(), top)
+    x = rng.standard_normal((6, 5))
+    model(x).sum().backward()
+    assert bottom.weight.grad is None and bottom.bias.grad is None
+    hidden = F.linear(Tensor(x), Tensor(bottom.weight.data), Tensor(bottom.bias.data), "relu")
+    w = Tensor(top.weight.data.copy(), requires_grad=True)
+    F.linear(hidden, w, top.bias.detach()).sum().backward()
+    np.testing.assert_array_equal(top.weight.grad.data, w.grad.data)
+
+
 def test_sequential_chain_names_the_layer_that_does_not_fit():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2))
     with pytest.raises(ValueError, match=r"Linear\(in_features=5, out_features=2\).*\(3, 8\)"):

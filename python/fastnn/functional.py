@@ -162,7 +162,9 @@ def linear_chain(x, layers) -> Tensor:
     needs_grad = recording and x.requires_grad
     parents = [x]
     plan = []  # per layer: (weight, bias, activation, alpha, parent index of the weight)
+    wanted_below = []  # per layer: does its input lead back to anything that wants a gradient?
     for weight, bias, activation, alpha in layers:
+        wanted_below.append(needs_grad)
         needs_grad = needs_grad or (recording and (
             weight.requires_grad or (bias is not None and bias.requires_grad)))
         plan.append((_param_data(weight, None), _param_data(bias, weight.dtype), activation,
@@ -197,12 +199,11 @@ def linear_chain(x, layers) -> Tensor:
 
     def backward(g):
         grads = [None] * len(parents)
-        g2 = None
         for layer in range(len(plan) - 1, -1, -1):
             w, b, activation, alpha, at = plan[layer]
             g2 = np.ascontiguousarray(g, dtype=w.dtype).reshape(rows, w.shape[0])
-            wants_dx = layer > 0 or x.requires_grad
-            dx = np.empty_like(inputs[layer]) if wants_dx else None
+            # Frozen layers at the bottom (fine-tuning) get no input gradient computed.
+            dx = np.empty_like(inputs[layer]) if wanted_below[layer] else None
             dw, acc_w, return_w = _grad_target(parents[at])
             db, acc_b, return_b = _grad_target(parents[at + 1] if b is not None else None)
             if dw is not None and db is not None and acc_w != acc_b:
@@ -216,9 +217,12 @@ def linear_chain(x, layers) -> Tensor:
                 grads[at] = dw
             if return_b:
                 grads[at + 1] = db
+            if dx is None:
+                break  # nothing below this layer wants a gradient
             g = dx
-        if x.requires_grad:
-            grads[0] = g.reshape(x.shape)
+        else:
+            if x.requires_grad:
+                grads[0] = g.reshape(x.shape)
         return tuple(grads)
 
     return Tensor._from_op(out, tuple(parents), backward)
