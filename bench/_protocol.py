@@ -156,6 +156,55 @@ def alternate(impls: List[Impl], rounds: int, log: Optional[Callable[[str], None
     return values
 
 
+def median_ratio(values: Dict[str, List[float]], a: str, b: str) -> float:
+    """Median over rounds of values[a] / values[b] (each round's pair measured side by side)."""
+    return statistics.median(x / y for x, y in zip(values[a], values[b]))
+
+
+# --- tables of (mode, batch) rows, as in bench/mlp.py and bench/cnn.py ----------------------------
+def add_row_options(parser: argparse.ArgumentParser, rows: List[tuple], modes: str) -> None:
+    """The options of a row table: --rounds, --threads, --min-time, --rows, --verbose."""
+    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds of timed steps per process")
+    parser.add_argument("--rows", default=",".join(f"{m}:{b}" for m, b in rows),
+                        help=f"comma-separated mode:batch (modes: {modes})")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def framework_peers(threads: int, with_numpy: bool) -> List[tuple]:
+    """(name, function name, env) of fastnn, PyTorch when installed, and a numpy loop if asked:
+    the benchmark file defines run_fastnn, run_torch and run_numpy."""
+    peers = [("fastnn", "run_fastnn", fastnn_env(threads))]
+    if have_module("torch"):
+        peers.append(("torch", "run_torch", fastnn_env(threads)))
+    else:
+        print("PyTorch is not installed: its column is skipped", file=sys.stderr)
+    if with_numpy:
+        peers.append(("numpy", "run_numpy", numpy_env(threads)))
+    return peers
+
+
+def print_row_table(path: str, peers: List[tuple], args: argparse.Namespace,
+                    describe: Callable[[str, Dict[str, List[float]], List[str]], tuple]) -> None:
+    """Measures every --rows entry of the benchmark file `path` with its peers alternated and
+    prints a Markdown table. describe(mode, values, names) gives (label, cells, ratio cells)."""
+    names = [name for name, _, _ in peers]
+    header = ["what", "batch"] + names + [f"fastnn / {n}" for n in names[1:]]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
+    for row in args.rows.split(","):
+        mode, batch = row.split(":")[0], int(row.split(":")[1])
+        kwargs = {"mode": mode, "batch": batch, "threads": args.threads,
+                  "min_time": args.min_time}
+        impls = [Impl(name, path, func, kwargs, **env) for name, func, env in peers]
+        values = alternate(impls, args.rounds, log, f"{mode} {batch}")
+        label, cells, ratios = describe(mode, values, names)
+        print(f"| {label} | {batch} | " + " | ".join(cells + ratios) + " |", flush=True)
+
+
 def have_module(name: str) -> bool:
     """True when `name` can be imported (checked without importing it)."""
     return importlib.util.find_spec(name) is not None

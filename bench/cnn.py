@@ -22,8 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _protocol import (Impl, alternate, fastnn_env, have_module,  # noqa: E402
-                       machine_report, time_steps)
+from _protocol import (add_row_options, framework_peers,  # noqa: E402
+                       machine_report, median_ratio, print_row_table, time_steps)
 
 LR = 1e-3
 POOL = 2048  # distinct samples cycled through while timing
@@ -299,52 +299,30 @@ ROWS = [("train", 64), ("infer", 1), ("infer", 64), ("conv1_fwd", 64), ("conv1_b
         ("conv2_fwd", 64), ("conv2_bwd", 64)]
 
 
+def describe_row(mode, values, names):
+    medians = {n: statistics.median(v) for n, v in values.items()}
+    ratios = [f"{median_ratio(values, 'fastnn', n):.2f}" for n in names[1:]]
+    if mode.startswith("conv"):
+        # Rates are calls/s; show milliseconds per call (the ratio stays a speed ratio).
+        return (mode.replace("_fwd", " forward").replace("_bwd", " backward"),
+                [f"{1e3 / medians[n]:.2f} ms" for n in names], ratios)
+    return ("train" if mode == "train" else "inference",
+            [f"{medians[n]:,.0f}/s" for n in names], ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-time", type=float, default=1.0,
-                        help="seconds of timed steps per process")
-    parser.add_argument("--rows", default=",".join(f"{m}:{b}" for m, b in ROWS),
-                        help="comma-separated mode:batch (modes: train, infer, conv1_fwd, "
-                             "conv1_bwd, conv2_fwd, conv2_bwd; the conv rows are batch 64)")
-    parser.add_argument("--verbose", action="store_true")
+    add_row_options(parser, ROWS, "train, infer, conv1_fwd, conv1_bwd, conv2_fwd, conv2_bwd; "
+                                  "the conv rows are batch 64")
     args = parser.parse_args()
-    rows = [(r.split(":")[0], int(r.split(":")[1])) for r in args.rows.split(",")]
-    path = os.path.abspath(__file__)
-    t = args.threads
-    peers = [("fastnn", "run_fastnn", fastnn_env(t))]
-    if have_module("torch"):
-        peers.append(("torch", "run_torch", fastnn_env(t)))
-    else:
-        print("PyTorch is not installed: its column is skipped", file=sys.stderr)
-
-    print(machine_report([t]))
+    peers = framework_peers(args.threads, with_numpy=False)
+    print(machine_report([args.threads]))
     print("- network conv3x3(1->32)-relu-maxpool2-conv3x3(32->64)-relu-maxpool2-linear(1600->128)"
           "-relu-linear(10), padding 0, 1x28x28 inputs, Adam, cross-entropy, float32; "
           f"{args.rounds} alternated rounds per row")
     print(f"- conv1: x {CONVS['conv1'][0]} w {CONVS['conv1'][1]} (backward without dX: first "
           f"layer); conv2: x {CONVS['conv2'][0]} w {CONVS['conv2'][1]}\n")
-    names = [name for name, _, _ in peers]
-    header = ["what", "batch"] + names + [f"fastnn / {n}" for n in names[1:]]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for mode, batch in rows:
-        kwargs = {"mode": mode, "batch": batch, "threads": t, "min_time": args.min_time}
-        impls = [Impl(name, path, func, kwargs, **env) for name, func, env in peers]
-        log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
-        values = alternate(impls, args.rounds, log, f"{mode} {batch}")
-        medians = {n: statistics.median(v) for n, v in values.items()}
-        ratios = [f"{statistics.median(a / b for a, b in zip(values['fastnn'], values[n])):.2f}"
-                  for n in names[1:]]
-        if mode.startswith("conv"):
-            # Rates are calls/s; show milliseconds per call (the ratio stays a speed ratio).
-            cells = [f"{1e3 / medians[n]:.2f} ms" for n in names]
-            label = mode.replace("_fwd", " forward").replace("_bwd", " backward")
-        else:
-            cells = [f"{medians[n]:,.0f}/s" for n in names]
-            label = "train" if mode == "train" else "inference"
-        print(f"| {label} | {batch} | " + " | ".join(cells + ratios) + " |", flush=True)
+    print_row_table(os.path.abspath(__file__), peers, args, describe_row)
 
 
 if __name__ == "__main__":

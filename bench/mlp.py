@@ -20,8 +20,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _protocol import (Impl, alternate, fastnn_env, have_module,  # noqa: E402
-                       machine_report, numpy_env, peak_memory_mb, time_steps)
+from _protocol import (add_row_options, framework_peers,  # noqa: E402
+                       machine_report, median_ratio, peak_memory_mb,
+                       print_row_table, time_steps)
 
 SIZES = (784, 512, 256, 10)
 LR, MOMENTUM = 0.01, 0.9
@@ -243,51 +244,26 @@ ROWS = [("train", 1), ("train", 32), ("train", 128), ("train", 512), ("infer", 1
         ("infer", 128), ("memory", 128)]
 
 
+def describe_row(mode, values, names):
+    medians = {n: statistics.median(v) for n, v in values.items()}
+    if mode == "memory":
+        # Lower is better for memory, so the ratio is inverted: peer's memory / fastnn's.
+        return ("peak memory (train)", [f"{medians[n]:.0f} MB" for n in names],
+                [f"{median_ratio(values, n, 'fastnn'):.2f} ({n} / fastnn)" for n in names[1:]])
+    return ("train" if mode == "train" else "inference",
+            [f"{medians[n]:,.0f}/s" for n in names],
+            [f"{median_ratio(values, 'fastnn', n):.2f}" for n in names[1:]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-time", type=float, default=1.0,
-                        help="seconds of timed steps per process")
-    parser.add_argument("--rows", default=",".join(f"{m}:{b}" for m, b in ROWS),
-                        help="comma-separated mode:batch (modes: train, infer, memory)")
-    parser.add_argument("--verbose", action="store_true")
+    add_row_options(parser, ROWS, "train, infer, memory")
     args = parser.parse_args()
-    rows = [(r.split(":")[0], int(r.split(":")[1])) for r in args.rows.split(",")]
-    path = os.path.abspath(__file__)
-    t = args.threads
-    peers = [("fastnn", "run_fastnn", fastnn_env(t))]
-    if have_module("torch"):
-        peers.append(("torch", "run_torch", fastnn_env(t)))
-    else:
-        print("PyTorch is not installed: its column is skipped", file=sys.stderr)
-    peers.append(("numpy", "run_numpy", numpy_env(t)))
-
-    print(machine_report([t]))
+    peers = framework_peers(args.threads, with_numpy=True)
+    print(machine_report([args.threads]))
     print(f"- network 784-512-256-10 ReLU, SGD momentum {MOMENTUM}, cross-entropy, float32; "
           f"{args.rounds} alternated rounds per row\n")
-    names = [name for name, _, _ in peers]
-    header = ["what", "batch"] + [f"{n}" for n in names] + [f"fastnn / {n}" for n in names[1:]]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for mode, batch in rows:
-        kwargs = {"mode": mode, "batch": batch, "threads": t, "min_time": args.min_time}
-        impls = [Impl(name, path, func, kwargs, **env) for name, func, env in peers]
-        log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
-        values = alternate(impls, args.rounds, log, f"{mode} {batch}")
-        medians = {n: statistics.median(v) for n, v in values.items()}
-        if mode == "memory":
-            cells = [f"{medians[n]:.0f} MB" for n in names]
-            # Lower is better for memory, so the ratio is inverted: peer's memory / fastnn's.
-            ratios = [f"{statistics.median(b / a for a, b in zip(values['fastnn'], values[n])):.2f}"
-                      f" ({n} / fastnn)" for n in names[1:]]
-            label = "peak memory (train)"
-        else:
-            cells = [f"{medians[n]:,.0f}/s" for n in names]
-            ratios = [f"{statistics.median(a / b for a, b in zip(values['fastnn'], values[n])):.2f}"
-                      for n in names[1:]]
-            label = "train" if mode == "train" else "inference"
-        print(f"| {label} | {batch} | " + " | ".join(cells + ratios) + " |", flush=True)
+    print_row_table(os.path.abspath(__file__), peers, args, describe_row)
 
 
 if __name__ == "__main__":
