@@ -260,6 +260,19 @@ def _median_latency(call, inputs, calls: int) -> float:
 WARMUP_STEPS = 10
 
 
+def _training_step(model, loss_fn, optimizer, x, y):
+    """step(indices) -> loss: one PyTorch-style update on x[indices]; fastnn and PyTorch share
+    the API, so one loop serves both (each in its own process)."""
+    def step(idx):
+        loss = loss_fn(model(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
 def _warm_up(make_step, perms, batch: int) -> None:
     """A few training steps of a throwaway model (make_step() builds one and returns its step
     function): first-call costs (thread pools, allocator, kernel selection) stay out of the
@@ -332,14 +345,7 @@ def run_fastnn(task: str, data_path: str, out_path: str, threads: int,
         else:
             optimizer = optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
-        def step(idx):
-            loss = loss_fn(model(x[idx]), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            return loss.item()
-
-        return step
+        return _training_step(model, loss_fn, optimizer, x, y)
 
     def predict(inputs):
         model.eval()
@@ -391,14 +397,7 @@ def run_torch(task: str, data_path: str, out_path: str, threads: int,
         else:
             optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
-        def step(idx):
-            loss = loss_fn(model(x[idx]), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            return loss.item()
-
-        return step
+        return _training_step(model, loss_fn, optimizer, x, y)
 
     def predict(inputs):
         model.eval()
