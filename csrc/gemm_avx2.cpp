@@ -75,6 +75,32 @@ struct F64 {
     c50 = O::fma(av, b0, c50); c51 = O::fma(av, b1, c51);               \
   } while (0)
 
+// The store of a tile with fewer than 6 rows or 2L columns to keep: alpha * acc (+ beta * C) in
+// whole vectors through a buffer, then only rows x nr is copied to C (the full-tile store's
+// arithmetic). C is read only inside rows x nr, and only when beta != 0.
+template <class O, int ROWS>
+inline void store_partial_tile(const typename O::V (&acc)[ROWS][2], typename O::T* c,
+                               int64_t ldc, int64_t rows, int64_t nr, typename O::T alpha,
+                               typename O::T beta) {
+  using T = typename O::T;
+  using V = typename O::V;
+  constexpr int L = O::kLanes;
+  constexpr int NR = 2 * L;
+  T buf[ROWS][NR];
+  const V va = O::set1(alpha), vb = O::set1(beta);
+  for (int64_t i = 0; i < rows; ++i) {
+    V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
+    if (beta != T(0)) {
+      for (int64_t j = 0; j < NR; ++j) buf[i][j] = j < nr ? c[i * ldc + j] : T(0);
+      r0 = O::fma(vb, O::load(buf[i]), r0);
+      r1 = O::fma(vb, O::load(buf[i] + L), r1);
+    }
+    O::store(buf[i], r0);
+    O::store(buf[i] + L, r1);
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = buf[i][j];
+  }
+}
+
 // The 6 x 2L micro-kernel (L = lanes per vector): 12 accumulators, 2 B vectors and 1 broadcast
 // in flight use 15 of the 16 ymm registers.
 template <class O>
@@ -134,29 +160,7 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
     }
     return;
   }
-  // Partial tile: the same vector arithmetic through a buffer, then only mr x nr is copied.
-  T buf[6][NR];
-  for (int i = 0; i < 6; ++i) {
-    for (int j = 0; j < NR; ++j) buf[i][j] = T(0);
-  }
-  if (beta != T(0)) {
-    for (int64_t i = 0; i < mr; ++i) {
-      for (int64_t j = 0; j < nr; ++j) buf[i][j] = c[i * ldc + j];
-    }
-  }
-  const V vb = O::set1(beta);
-  for (int i = 0; i < 6; ++i) {
-    V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
-    if (beta != T(0)) {
-      r0 = O::fma(vb, O::load(buf[i]), r0);
-      r1 = O::fma(vb, O::load(buf[i] + L), r1);
-    }
-    O::store(buf[i], r0);
-    O::store(buf[i] + L, r1);
-  }
-  for (int64_t i = 0; i < mr; ++i) {
-    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = buf[i][j];
-  }
+  store_partial_tile<O, 6>(acc, c, ldc, mr, nr, alpha, beta);
 }
 
 #undef FASTNN_TILE_STEP
@@ -168,10 +172,8 @@ template <class O, int ROWS>
 void tile_rows_2v(int64_t k, const typename O::T* ap, const typename O::T* bp, int64_t b_step,
                   typename O::T* c, int64_t ldc, int64_t nr, typename O::T alpha,
                   typename O::T beta) {
-  using T = typename O::T;
   using V = typename O::V;
   constexpr int L = O::kLanes;
-  constexpr int NR = 2 * L;
   V acc[ROWS][2];
   for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = O::zero();
   for (int64_t p = 0; p < k; ++p) {
@@ -184,25 +186,7 @@ void tile_rows_2v(int64_t k, const typename O::T* ap, const typename O::T* bp, i
     ap += 6;
     bp += b_step;
   }
-  T buf[ROWS][NR];
-  const V va = O::set1(alpha), vb = O::set1(beta);
-  if (beta != T(0)) {
-    for (int i = 0; i < ROWS; ++i) {
-      for (int64_t j = 0; j < NR; ++j) buf[i][j] = j < nr ? c[i * ldc + j] : T(0);
-    }
-  }
-  for (int i = 0; i < ROWS; ++i) {
-    V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
-    if (beta != T(0)) {
-      r0 = O::fma(vb, O::load(buf[i]), r0);
-      r1 = O::fma(vb, O::load(buf[i] + L), r1);
-    }
-    O::store(buf[i], r0);
-    O::store(buf[i] + L, r1);
-  }
-  for (int i = 0; i < ROWS; ++i) {
-    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = buf[i][j];
-  }
+  store_partial_tile<O, ROWS>(acc, c, ldc, ROWS, nr, alpha, beta);
 }
 
 template <class O>
