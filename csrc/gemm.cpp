@@ -264,33 +264,41 @@ PackBuffers<T>& pack_buffers() {
   return buffers;
 }
 
+// Packs `count` vectors of kc values into one micro-panel `width` wide: dst[p * width + i] for
+// vector i < count and step p < kc, vectors count..width-1 zero. Vector i, step p lies at
+// src[i * ld + p] when `interleaved` (each vector contiguous), else at src[p * ld + i].
+template <class T>
+void pack_panel(PackPanelFn<T> pack, T* dst, const T* src, int64_t ld, bool interleaved,
+                int64_t count, int64_t width, int64_t kc) {
+  if (pack && count == width) {
+    pack(dst, src, ld, interleaved, width, kc);
+    return;
+  }
+  if (interleaved) {
+    for (int64_t i = 0; i < count; ++i) {
+      const T* vec = src + i * ld;
+      for (int64_t p = 0; p < kc; ++p) dst[p * width + i] = vec[p];
+    }
+    for (int64_t i = count; i < width; ++i) {
+      for (int64_t p = 0; p < kc; ++p) dst[p * width + i] = T(0);
+    }
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* step = src + p * ld;
+      T* out = dst + p * width;
+      for (int64_t i = 0; i < count; ++i) out[i] = step[i];
+      for (int64_t i = count; i < width; ++i) out[i] = T(0);
+    }
+  }
+}
+
 // Packs rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A) as one MR-row micro-panel:
 // dst[p * MR + i], rows >= `rows` zero.
 template <class T>
 void pack_a_panel(PackPanelFn<T> pack, T* dst, const T* a, int64_t lda, bool trans_a, int64_t i0,
                   int64_t rows, int64_t p0, int64_t kc, int64_t mr) {
-  if (pack && rows == mr) {
-    if (!trans_a) {
-      pack(dst, a + i0 * lda + p0, lda, true, mr, kc);
-    } else {
-      pack(dst, a + p0 * lda + i0, lda, false, mr, kc);
-    }
-    return;
-  }
-  if (!trans_a) {
-    for (int64_t i = 0; i < rows; ++i) {
-      const T* src = a + (i0 + i) * lda + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
-    }
-  } else {
-    for (int64_t p = 0; p < kc; ++p) {
-      const T* src = a + (p0 + p) * lda + i0;
-      for (int64_t i = 0; i < rows; ++i) dst[p * mr + i] = src[i];
-    }
-  }
-  for (int64_t i = rows; i < mr; ++i) {
-    for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = T(0);
-  }
+  const T* origin = trans_a ? a + p0 * lda + i0 : a + i0 * lda + p0;
+  pack_panel(pack, dst, origin, lda, !trans_a, rows, mr, kc);
 }
 
 // Packs rows [p0, p0 + kc) x columns [j0, j0 + cols) of op(B) as one NR-column micro-panel:
@@ -298,30 +306,8 @@ void pack_a_panel(PackPanelFn<T> pack, T* dst, const T* a, int64_t lda, bool tra
 template <class T>
 void pack_b_panel(PackPanelFn<T> pack, T* dst, const T* b, int64_t ldb, bool trans_b, int64_t p0,
                   int64_t kc, int64_t j0, int64_t cols, int64_t nr) {
-  if (pack && cols == nr) {
-    if (!trans_b) {
-      pack(dst, b + p0 * ldb + j0, ldb, false, nr, kc);
-    } else {
-      pack(dst, b + j0 * ldb + p0, ldb, true, nr, kc);
-    }
-    return;
-  }
-  if (!trans_b) {
-    for (int64_t p = 0; p < kc; ++p) {
-      const T* src = b + (p0 + p) * ldb + j0;
-      T* out = dst + p * nr;
-      for (int64_t j = 0; j < cols; ++j) out[j] = src[j];
-      for (int64_t j = cols; j < nr; ++j) out[j] = T(0);
-    }
-  } else {
-    for (int64_t j = 0; j < cols; ++j) {
-      const T* src = b + (j0 + j) * ldb + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
-    }
-    for (int64_t j = cols; j < nr; ++j) {
-      for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = T(0);
-    }
-  }
+  const T* origin = trans_b ? b + j0 * ldb + p0 : b + p0 * ldb + j0;
+  pack_panel(pack, dst, origin, ldb, trans_b, cols, nr, kc);
 }
 
 // ----- the paths --------------------------------------------------------------------------------
