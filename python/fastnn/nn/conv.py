@@ -9,7 +9,7 @@ import numpy as np
 from .. import functional as F
 from ..tensor import Tensor
 from . import init
-from .layers import _ACTIVATION_NAMES
+from .layers import _activation_name
 from .module import Module
 from .parameter import Parameter
 
@@ -46,11 +46,7 @@ class _ConvNd(Module):
         if padding_mode != "zeros":
             raise ValueError(f"{name}: only padding_mode='zeros' is supported, got "
                              f"{padding_mode!r}")
-        activation = activation or "identity"
-        if activation not in _ACTIVATION_NAMES:
-            raise ValueError(f"{name}: unknown activation {activation!r}; expected one of "
-                             f"{_ACTIVATION_NAMES}")
-        self.activation = activation
+        self.activation = _activation_name(activation, name)
         self.alpha = alpha
         n = self._dims
         self.in_channels = int(in_channels)

@@ -16,6 +16,15 @@ _ACTIVATION_NAMES = ("identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh",
                      "gelu_tanh", "silu", "softplus")
 
 
+def _activation_name(activation, layer: str) -> str:
+    """The fused-activation option of a layer: None means identity; unknown names raise."""
+    activation = activation or "identity"
+    if activation not in _ACTIVATION_NAMES:
+        raise ValueError(f"{layer}: unknown activation {activation!r}; expected one of "
+                         f"{_ACTIVATION_NAMES}")
+    return activation
+
+
 class Linear(Module):
     """Fully connected layer: y = act(x @ weight.T + bias), computed by one fused kernel.
 
@@ -45,10 +54,7 @@ class Linear(Module):
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"Linear: in_features and out_features must be positive, got "
                              f"({in_features}, {out_features})")
-        activation = activation or "identity"
-        if activation not in _ACTIVATION_NAMES:
-            raise ValueError(f"Linear: unknown activation {activation!r}; expected one of "
-                             f"{_ACTIVATION_NAMES}")
+        activation = _activation_name(activation, "Linear")
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation

@@ -16,6 +16,14 @@ def _positive_int(value, what: str, layer: str) -> int:
     return int(value)
 
 
+def _reset_affine(module) -> None:
+    """The learnable scale to one and shift to zero, where the layer has them."""
+    if module.weight is not None:
+        module.weight.data[...] = 1
+    if module.bias is not None:
+        module.bias.data[...] = 0
+
+
 class _BatchNorm(Module):
     """Shared state and behaviour of BatchNorm1d and BatchNorm2d."""
 
@@ -59,10 +67,7 @@ class _BatchNorm(Module):
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
-        if self.weight is not None:
-            self.weight.data[...] = 1
-        if self.bias is not None:
-            self.bias.data[...] = 0
+        _reset_affine(self)
 
     def forward(self, x):
         if not isinstance(x, Tensor):
@@ -190,10 +195,7 @@ class LayerNorm(Module):
             self.register_parameter("bias", None)
 
     def reset_parameters(self) -> None:
-        if self.weight is not None:
-            self.weight.data[...] = 1
-        if self.bias is not None:
-            self.bias.data[...] = 0
+        _reset_affine(self)
 
     def forward(self, x):
         if not isinstance(x, Tensor):
