@@ -1,11 +1,16 @@
 // Run-time CPU feature detection, used to pick ISA-specific kernels.
 #pragma once
 
+#include <cstdint>
+
 namespace fastnn {
 
 // True when this build contains AVX2+FMA kernels and the CPU (and OS) can run them.
 bool cpu_has_avx2_fma();
 // Name of the instruction set the fast kernels use on this machine: "avx2+fma" or "portable".
 const char* kernel_isa();
+// Size in bytes of the largest data cache the operating system reports for CPU 0 (the last
+// level, usually shared by several cores), or 0 when it does not say. Read once.
+int64_t last_level_cache_bytes();
 
 }  // namespace fastnn

@@ -24,6 +24,13 @@
 //                        micro-kernel
 //                      epilogue on the finished MC x NR strip when pc is the last k block
 //
+// Streaming C: a product that writes a C too large to stay cached and does not read it back (beta
+// 0, one k block, no epilogue; a weight gradient dZ^T X at batch 16..384) stores its full tiles
+// with non-temporal stores. A cached store first reads the line it writes, so for a C that is not
+// in cache an ordinary store moves each byte twice; measured on 512x784x32 (the first layer's
+// weight gradient of the MLP at batch 32, inside a training step on a 2-core Zen with an 8 MB L3):
+// 515 -> 390 us. How large "too large" is depends on the cache: see stream_min_bytes().
+//
 // Threads: the dot and row paths cut n into column chunks, the small-k path cuts m into chunks
 // of rows; the packed paths cut C into one block per thread (see gemm_packed_path). One parallel
 // region per call, no barrier inside it.
@@ -32,8 +39,14 @@
 // or block it falls in (see the kernel contracts), and the k blocking depends only on k. So the
 // way C is cut, which depends on the thread count, never changes a bit of the result.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <limits>
 #include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
 
 #include "cpu.h"
 #include "gemm.h"
@@ -75,6 +88,29 @@ constexpr int64_t kSmallKMinRowBytes = 1024;
 // NR-column slivers per epilogue call on the packed paths (measured: one sliver per call made
 // bias + relu cost 2.5% of a 128x784x512 product, mostly loop overhead on 16-element rows).
 constexpr int64_t kEpilogueSlivers = 8;
+// C is streamed from this fraction of the last-level cache: such a C would push out a good part
+// of what else is cached (a training step's weights, gradients and optimizer state) and is
+// unlikely to be found in the cache when it is read next. With an 8 MB L3 that is 1 MB (the
+// 1.6 MB weight gradient of Linear(784, 512) streams, 512 KB ones do not); with 32 MB, 4 MB.
+constexpr int64_t kStreamCacheFraction = 8;
+
+int64_t default_stream_min_bytes() {
+  const int64_t cache = last_level_cache_bytes();  // 0 when unknown: then never stream
+  return cache > 0 ? cache / kStreamCacheFraction : std::numeric_limits<int64_t>::max();
+}
+
+std::atomic<int64_t>& stream_min_bytes() {
+  static std::atomic<int64_t> bytes{default_stream_min_bytes()};
+  return bytes;
+}
+
+// Orders this thread's non-temporal stores before whatever it does next (they are weakly
+// ordered: without this, another thread could read C before they land).
+void fence_streamed_stores() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_sfence();
+#endif
+}
 
 // ----- portable kernels: plain C++ the compiler vectorises for whatever ISA it targets ---------
 
@@ -168,6 +204,7 @@ void gemm_row_portable(int64_t k, int64_t n, const T* a, int64_t a_step, const T
 template <class T>
 struct KernelSet {
   MicroKernel<T> tile;
+  MicroKernel<T> tile_stream;  // tile with non-temporal stores of full tiles; null: none
   int64_t mr, nr;
   int64_t mc, kc, nc;  // MC, NC multiples of MR, NR
   DotKernel<T> dot;
@@ -184,8 +221,9 @@ KernelSet<T> portable_kernels() {
   // The row kernel: at m == 1 it took a third of this set's packed time (1x784x512, SSE2 code
   // on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4 in double; the AVX2
   // set's limits are kept, as this set's real targets (other ISAs) were not measured.
-  return {&gemm_tile_portable<T, 4, NR>, 4, NR, 128, 256, 4096, &gemm_dot_2x2_portable<T>, 2, 2,
-          2, nullptr, &gemm_row_portable<T>, sizeof(T) == 4 ? 7 : 4};
+  return {&gemm_tile_portable<T, 4, NR>, nullptr, 4, NR, 128, 256, 4096,
+          &gemm_dot_2x2_portable<T>, 2, 2, 2, nullptr, &gemm_row_portable<T>,
+          sizeof(T) == 4 ? 7 : 4};
 }
 
 template <class T>
@@ -199,7 +237,8 @@ KernelSet<float> avx2_kernels<float>() {
   // KC 384 measured a little ahead of 256 and 512 on the MLP shapes.
   // Small k up to 7: 512x784 took 0.4-0.85 of the packed path's time at k = 1..7, 0.9-1.15 of
   // it at k = 8 (the row kernel loads k vectors of B per vector of C), 1.8 times it at k = 10.
-  return {&gemm_detail::gemm_6x16_avx2, 6, 16, 144, 384, 4080,
+  return {&gemm_detail::gemm_6x16_avx2, &gemm_detail::gemm_6x16_avx2_stream, 6, 16, 144,
+          384, 4080,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
           gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
           7};
@@ -212,7 +251,8 @@ template <>
 KernelSet<double> avx2_kernels<double>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
   // Small k up to 4: 512x784 took 0.4-0.9 of the packed path's time at k = 1..4, 1.07 at 5.
-  return {&gemm_detail::gemm_6x8_avx2, 6, 8, 72, 256, 2040,
+  return {&gemm_detail::gemm_6x8_avx2, &gemm_detail::gemm_6x8_avx2_stream, 6, 8, 72, 256,
+          2040,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
           gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
           4};
@@ -326,6 +366,7 @@ struct Problem {
   int64_t ldc;
   const GemmEpilogue<T>* epilogue;  // null: none
   int64_t row0 = 0, col0 = 0;       // where this (sub-)problem's C sits in the caller's C
+  bool stream_c = false;            // the packed path uses the kernel set's tile_stream
 
   // The sub-problem computing rows [i0, i0 + rows) and columns [j0, j0 + cols) of C.
   Problem part(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const {
@@ -388,6 +429,7 @@ void packed_serial(const KernelSet<T>& ks, const Problem<T>& pr, bool b_direct) 
   const int64_t mc = balanced_block(pr.m, ks.mc, MR);
   const int64_t kc = balanced_block(pr.k, ks.kc, 1);  // depends on k alone: fixes the rounding
   const int64_t nc = balanced_block(pr.n, ks.nc, NR);
+  const MicroKernel<T> tile = pr.stream_c ? ks.tile_stream : ks.tile;
   PackBuffers<T>& buffers = pack_buffers<T>();
   T* a_pack = PackBuffers<T>::get(buffers.a_store, size_t(mc * kc));
   T* b_pack = PackBuffers<T>::get(buffers.b_store, size_t(round_up(nc, NR) * kc));
@@ -417,8 +459,8 @@ void packed_serial(const KernelSet<T>& ks, const Problem<T>& pr, bool b_direct) 
           const T* bp = direct ? pr.b + pc * pr.ldb + j0 : b_pack + s * NR * kcur;
           const int64_t b_step = direct ? pr.ldb : NR;
           for (int64_t i = 0; i < rows; i += MR) {
-            ks.tile(kcur, a_pack + i * kcur, bp, b_step, pr.c + (ic + i) * pr.ldc + j0, pr.ldc,
-                    std::min(MR, rows - i), cols, pr.alpha, beta);
+            tile(kcur, a_pack + i * kcur, bp, b_step, pr.c + (ic + i) * pr.ldc + j0, pr.ldc,
+                 std::min(MR, rows - i), cols, pr.alpha, beta);
           }
           // The epilogue takes kEpilogueSlivers slivers at a time: rows long enough for its
           // loops to run at vector speed, a block small enough to still sit in L2.
@@ -430,6 +472,7 @@ void packed_serial(const KernelSet<T>& ks, const Problem<T>& pr, bool b_direct) 
       }
     }
   }
+  if (pr.stream_c) fence_streamed_stores();
 }
 
 // One row of C (m == 1, B not transposed): the row kernel streams B's rows as they lie, with
@@ -514,7 +557,24 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
   } else if (!pr.trans_b && pr.k <= ks.small_k_max && pr.n * size >= kSmallKMinRowBytes) {
     gemm_small_k_path(ks, pr, threads && pr.m * pr.n * size >= kParallelMinWriteBytes);
   } else {
-    gemm_packed_path(ks, pr, parallel, !pr.trans_b && pr.m <= kDirectMaxRows);
+    const bool b_direct = !pr.trans_b && pr.m <= kDirectMaxRows;
+    const bool stream = ks.tile_stream && !pr.epilogue && pr.beta == T(0) && pr.k <= ks.kc &&
+                        pr.m * pr.n * size >= stream_min_bytes().load(std::memory_order_relaxed);
+    if (!stream) {
+      gemm_packed_path(ks, pr, parallel, b_direct);
+      return;
+    }
+    // Tiles stream only where C's rows start on a cache line. When every row starts the same
+    // way off a line (numpy aligns arrays to 16 bytes only), the columns up to the first line
+    // boundary are computed as a product of their own, stored normally; the rest streams.
+    const int64_t line = 64, offset = int64_t(reinterpret_cast<std::uintptr_t>(pr.c) % line);
+    const int64_t head = offset % size == 0 && (pr.ldc * size) % line == 0
+                             ? std::min(pr.n, (line - offset) % line / size)
+                             : 0;
+    if (head > 0) gemm_packed_path(ks, pr.part(0, pr.m, 0, head), parallel, b_direct);
+    Problem<T> rest = pr.part(0, pr.m, head, pr.n - head);
+    rest.stream_c = true;
+    if (rest.n > 0) gemm_packed_path(ks, rest, parallel, b_direct);
   }
 }
 
@@ -540,6 +600,10 @@ void gemm_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T a
                 const GemmEpilogue<T>& epilogue) {
   gemm_run(best_kernels<T>(),
            Problem<T>{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &epilogue});
+}
+
+int64_t set_gemm_stream_min_bytes(int64_t bytes) {
+  return stream_min_bytes().exchange(bytes);
 }
 
 template <class T>

@@ -46,6 +46,11 @@ void gemm_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T a
                 int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc,
                 const GemmEpilogue<T>& epilogue);
 
+// From this size of C in bytes, the packed path writes C with non-temporal stores where it can
+// (see gemm.cpp). The default is derived from the last-level cache; tests set it to exercise both
+// kinds of store on any machine. Returns the previous value. Not meant to change during a call.
+int64_t set_gemm_stream_min_bytes(int64_t bytes);
+
 // gemm() on the portable micro-kernels whatever the CPU, so that tests can compare both kernel
 // sets in one process (FASTNN_DISABLE_AVX2=1 does the same for a whole process).
 template <class T>

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "gemm_kernels.h"
 
@@ -18,6 +19,7 @@ struct F32 {
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void stream(float* p, V v) { _mm256_stream_ps(p, v); }  // p 32-byte aligned
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -42,6 +44,7 @@ struct F64 {
   static V zero() { return _mm256_setzero_pd(); }
   static V load(const double* p) { return _mm256_loadu_pd(p); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static void stream(double* p, V v) { _mm256_stream_pd(p, v); }  // p 32-byte aligned
   static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
   static V set1(double x) { return _mm256_set1_pd(x); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
@@ -102,8 +105,9 @@ inline void store_partial_tile(const typename O::V (&acc)[ROWS][2], typename O::
 }
 
 // The 6 x 2L micro-kernel (L = lanes per vector): 12 accumulators, 2 B vectors and 1 broadcast
-// in flight use 15 of the 16 ymm registers.
-template <class O>
+// in flight use 15 of the 16 ymm registers. With kStream, a full tile stored with beta == 0 whose
+// rows start on cache lines bypasses the cache (see gemm_kernels.h).
+template <class O, bool kStream>
 inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* bp, int64_t b_step,
                       typename O::T* c, int64_t ldc, int64_t mr, int64_t nr, typename O::T alpha,
                       typename O::T beta) {
@@ -115,10 +119,13 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
   V c20 = O::zero(), c21 = O::zero(), c30 = O::zero(), c31 = O::zero();
   V c40 = O::zero(), c41 = O::zero(), c50 = O::zero(), c51 = O::zero();
 
-  // One k step per iteration: unrolling lets the compiler hoist broadcasts of later steps,
-  // which needs more than 16 registers and spills accumulators to the stack.
-  // C is read (beta != 0) or written only after the loop: start fetching its lines now.
-  for (int64_t i = 0; i < mr; ++i) {
+  // A row of the tile is NR * sizeof(T) = 64 bytes: one whole cache line when aligned.
+  const bool stream = kStream && beta == T(0) && mr == 6 && nr == NR &&
+                      reinterpret_cast<std::uintptr_t>(c) % 64 == 0 &&
+                      (ldc * int64_t(sizeof(T))) % 64 == 0;
+  // C is read (beta != 0) or written only after the loop: start fetching its lines now (a
+  // streamed tile does not need them).
+  for (int64_t i = 0; !stream && i < mr; ++i) {
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NR - 1), _MM_HINT_T0);
   }
@@ -145,7 +152,12 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
   const V va = O::set1(alpha);
   const V acc[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   if (mr == 6 && nr == NR) {
-    if (beta == T(0)) {
+    if (stream) {
+      for (int i = 0; i < 6; ++i) {
+        O::stream(c + i * ldc, O::mul(va, acc[i][0]));
+        O::stream(c + i * ldc + L, O::mul(va, acc[i][1]));
+      }
+    } else if (beta == T(0)) {
       for (int i = 0; i < 6; ++i) {
         O::store(c + i * ldc, O::mul(va, acc[i][0]));
         O::store(c + i * ldc + L, O::mul(va, acc[i][1]));
@@ -189,7 +201,7 @@ void tile_rows_2v(int64_t k, const typename O::T* ap, const typename O::T* bp, i
   store_partial_tile<O, ROWS>(acc, c, ldc, ROWS, nr, alpha, beta);
 }
 
-template <class O>
+template <class O, bool kStream>
 void tile_6x2v_any(int64_t k, const typename O::T* ap, const typename O::T* bp, int64_t b_step,
                    typename O::T* c, int64_t ldc, int64_t mr, int64_t nr, typename O::T alpha,
                    typename O::T beta) {
@@ -199,7 +211,7 @@ void tile_6x2v_any(int64_t k, const typename O::T* ap, const typename O::T* bp, 
     case 3: return tile_rows_2v<O, 3>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
     case 4: return tile_rows_2v<O, 4>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
     case 5: return tile_rows_2v<O, 5>(k, ap, bp, b_step, c, ldc, nr, alpha, beta);
-    default: return tile_6x2v<O>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+    default: return tile_6x2v<O, kStream>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
   }
 }
 
@@ -502,12 +514,23 @@ void copy_rows(typename O::T* dst, const typename O::T* src, int64_t ld, int64_t
 
 void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
-  tile_6x2v_any<F32>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+  tile_6x2v_any<F32, false>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+}
+
+void gemm_6x16_avx2_stream(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
+                           int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
+  tile_6x2v_any<F32, true>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
 }
 
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
                    int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
-  tile_6x2v_any<F64>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+  tile_6x2v_any<F64, false>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
+}
+
+void gemm_6x8_avx2_stream(int64_t k, const double* ap, const double* bp, int64_t b_step,
+                          double* c, int64_t ldc, int64_t mr, int64_t nr, double alpha,
+                          double beta) {
+  tile_6x2v_any<F64, true>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
 }
 
 void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,

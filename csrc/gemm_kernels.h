@@ -25,6 +25,14 @@
 //       any way it likes without changing a single bit.
 //   beta == 0: C is not read at all (NaN or garbage in C cannot leak into the result).
 //
+//   Streaming variants (the *_stream kernels): the same arithmetic, but a full MR x NR tile
+//   stored with beta == 0, whose rows each start on a 64-byte boundary (one whole cache line per
+//   row: NR * sizeof(T) == 64), is written with non-temporal stores. These do not read C's lines
+//   into the cache before writing them, which for a C that is not cached halves its memory
+//   traffic, and they do not evict what is cached. The caller must issue a store fence before
+//   other threads read C (the stores are weakly ordered), and should use these kernels only
+//   where C will not be read back soon: no epilogue, no later k block adding into C.
+//
 // Dot-kernel contract (every DotKernel), used for op(A) * B^T with few rows of A, where B is
 // read in place as it lies (n x k, row stride ldb; a Linear layer's weight):
 //
@@ -72,6 +80,11 @@ void gemm_6x16_avx2(int64_t k, const float* ap, const float* bp, int64_t b_step,
                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
 void gemm_6x8_avx2(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
                    int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta);
+void gemm_6x16_avx2_stream(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
+                           int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
+void gemm_6x8_avx2_stream(int64_t k, const double* ap, const double* bp, int64_t b_step,
+                          double* c, int64_t ldc, int64_t mr, int64_t nr, double alpha,
+                          double beta);
 void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
                    int64_t ldb, float* c, float alpha, float beta);
 void gemm_row_avx2(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,

@@ -1,6 +1,7 @@
 // The fast GEMM (both kernel sets, every path) against the reference triple loop.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -218,6 +219,77 @@ TEST_F(GemmTest, SmallKShapesFloat) {
 TEST_F(GemmTest, SmallKShapesDouble) {
   check_small_k_grid<double>(Impl::best);
   check_small_k_grid<double>(Impl::portable);
+}
+
+// Non-temporal stores of C (the packed path's streaming kernels, forced on here for any size of
+// C) change where bytes go, never their values: the result equals that of cached stores bit for
+// bit, wherever C starts relative to a cache line, with full and partial tiles, one k block or
+// several, C read or not (NaN in C at beta 0 must not leak), on 1 and 2 threads. Padding columns
+// of C stay untouched.
+template <class T>
+void check_streaming(const Case& cs) {
+  SCOPED_TRACE(std::string(cs.name) + (sizeof(T) == 4 ? " float" : " double"));
+  const Operands<T> op = make_operands<T>(cs, 99);
+  constexpr int64_t kLine = 64 / int64_t(sizeof(T));
+  std::vector<T> store(op.c0.size() + 2 * size_t(kLine));
+  const auto addr = reinterpret_cast<std::uintptr_t>(store.data());
+  T* line_start = store.data() + int64_t((64 - addr % 64) % 64) / int64_t(sizeof(T));
+  for (int64_t shift : {int64_t(0), int64_t(1), kLine / 2, kLine - 1}) {
+    T* c = line_start + shift;
+    std::vector<T> results[2][2];  // [streamed][threads - 1]
+    for (int streamed = 0; streamed < 2; ++streamed) {
+      const int64_t saved = set_gemm_stream_min_bytes(
+          streamed ? 0 : std::numeric_limits<int64_t>::max());
+      for (int threads = 1; threads <= 2; ++threads) {
+        set_num_threads(threads);
+        std::copy(op.c0.begin(), op.c0.end(), c);
+        gemm<T>(cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, T(cs.alpha), op.a.data(), op.lda,
+                op.b.data(), op.ldb, T(cs.beta), c, op.ldc);
+        results[streamed][threads - 1].assign(c, c + op.c0.size());
+      }
+      set_gemm_stream_min_bytes(saved);
+    }
+    const size_t bytes = op.c0.size() * sizeof(T);
+    for (int threads = 1; threads <= 2; ++threads) {
+      EXPECT_TRUE(std::memcmp(results[1][threads - 1].data(), results[0][0].data(), bytes) == 0)
+          << "streamed stores differ from cached ones: shift " << shift << ", " << threads
+          << " threads";
+    }
+    EXPECT_TRUE(std::memcmp(results[0][1].data(), results[0][0].data(), bytes) == 0);
+    for (int64_t i = 0; i < cs.m; ++i) {
+      for (int64_t j = 0; j < cs.n; ++j) {
+        ASSERT_FALSE(std::isnan(results[1][0][size_t(i * op.ldc + j)])) << "C read at beta 0";
+      }
+    }
+  }
+}
+
+const Case kStreamingCases[] = {
+    {"weight_grad_batch_32", 512, 784, 32, true, false},
+    {"partial_tiles", 97, 83, 20, false, true},
+    {"k_one_block", 50, 96, 384, false, false},
+    {"k_two_blocks", 40, 64, 400, false, false},
+    {"beta_one", 60, 80, 16, true, false, 0, 0, 0, 1.0, 1.0},
+    {"alpha_scaled", 30, 48, 24, false, true, 0, 0, 0, -2.0, 0.0},
+    {"padded_c", 50, 64, 16, false, false, 0, 0, 16},
+    {"padded_c_off_line", 50, 64, 16, false, false, 0, 0, 5},
+    {"small_m_direct_b", 20, 256, 32, false, false},
+    {"narrow", 24, 9, 30, true, false},
+};
+
+TEST_F(GemmTest, StreamedStoresEqualCachedStoresFloat) {
+  for (const Case& cs : kStreamingCases) check_streaming<float>(cs);
+}
+
+TEST_F(GemmTest, StreamedStoresEqualCachedStoresDouble) {
+  for (const Case& cs : kStreamingCases) check_streaming<double>(cs);
+}
+
+TEST_F(GemmTest, LastLevelCacheSizeIsPlausible) {
+  // 0 means unknown (no sysfs); otherwise at least a few KB and at most a few GB.
+  const int64_t bytes = last_level_cache_bytes();
+  EXPECT_TRUE(bytes == 0 || (bytes >= (int64_t(16) << 10) && bytes <= (int64_t(16) << 30)))
+      << bytes;
 }
 
 TEST_F(GemmTest, ZeroSized) {
