@@ -25,11 +25,12 @@
 //                      epilogue on the finished MC x NR strip when pc is the last k block
 //
 // Streaming C: a product that writes a C too large to stay cached and does not read it back (beta
-// 0, one k block, no epilogue; a weight gradient dZ^T X at batch 16..384) stores its full tiles
-// with non-temporal stores. A cached store first reads the line it writes, so for a C that is not
-// in cache an ordinary store moves each byte twice; measured on 512x784x32 (the first layer's
-// weight gradient of the MLP at batch 32, inside a training step on a 2-core Zen with an 8 MB L3):
-// 515 -> 390 us. How large "too large" is depends on the cache: see stream_min_bytes().
+// 0, no epilogue, on the packed path one k block; a weight gradient dZ^T X at batch 1..384)
+// writes C with non-temporal stores. A cached store first reads the line it writes, so for a C
+// that is not in cache an ordinary store moves each byte twice. Measured inside training steps of
+// the MLP on a 2-core Zen with an 8 MB L3, the weight gradient of Linear(784, 512) took 515 ->
+// 390 us at batch 32 (packed path) and 121 -> 56 us at batch 1 (small-k path). How large "too
+// large" is depends on the cache: see kStreamCacheFraction.
 //
 // Threads: the dot and row paths cut n into column chunks, the small-k path cuts m into chunks
 // of rows; the packed paths cut C into one block per thread (see gemm_packed_path). One parallel
@@ -211,6 +212,7 @@ struct KernelSet {
   int64_t dot_mi, dot_nj, dot_nj1;  // dot_nj1: the wider tile allowed when m == 1
   PackPanelFn<T> pack;  // full micro-panels; null: the plain loops below
   RowKernel<T> row;
+  RowKernel<T> row_stream;  // row with non-temporal stores of whole vectors; null: none
   int64_t small_k_max;  // k up to which B not transposed goes down the small-k path
 };
 
@@ -222,7 +224,7 @@ KernelSet<T> portable_kernels() {
   // on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4 in double; the AVX2
   // set's limits are kept, as this set's real targets (other ISAs) were not measured.
   return {&gemm_tile_portable<T, 4, NR>, nullptr, 4, NR, 128, 256, 4096,
-          &gemm_dot_2x2_portable<T>, 2, 2, 2, nullptr, &gemm_row_portable<T>,
+          &gemm_dot_2x2_portable<T>, 2, 2, 2, nullptr, &gemm_row_portable<T>, nullptr,
           sizeof(T) == 4 ? 7 : 4};
 }
 
@@ -241,7 +243,7 @@ KernelSet<float> avx2_kernels<float>() {
           384, 4080,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
           gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
-          7};
+          &gemm_detail::gemm_row_avx2_stream, 7};
 #else
   return portable_kernels<float>();
 #endif
@@ -255,7 +257,7 @@ KernelSet<double> avx2_kernels<double>() {
           2040,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
           gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
-          4};
+          &gemm_detail::gemm_row_avx2_stream, 4};
 #else
   return portable_kernels<double>();
 #endif
@@ -366,7 +368,7 @@ struct Problem {
   int64_t ldc;
   const GemmEpilogue<T>* epilogue;  // null: none
   int64_t row0 = 0, col0 = 0;       // where this (sub-)problem's C sits in the caller's C
-  bool stream_c = false;            // the packed path uses the kernel set's tile_stream
+  bool stream_c = false;            // use the kernel set's streaming kernels (see run_streaming)
 
   // The sub-problem computing rows [i0, i0 + rows) and columns [j0, j0 + cols) of C.
   Problem part(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const {
@@ -498,12 +500,14 @@ template <class T>
 void gemm_small_k_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
   const int64_t rows = std::max<int64_t>(1, kSmallKChunkBytes / (pr.n * int64_t(sizeof(T))));
   const int64_t a_step = pr.trans_a ? pr.lda : 1;
+  const RowKernel<T> row = pr.stream_c ? ks.row_stream : ks.row;
   run_tasks(ceil_div(pr.m, rows), parallel, [&](int64_t t) {
     const int64_t i0 = t * rows, i1 = std::min(pr.m, i0 + rows);
     for (int64_t i = i0; i < i1; ++i) {
-      ks.row(pr.k, pr.n, pr.a + (pr.trans_a ? i : i * pr.lda), a_step, pr.b, pr.ldb,
-             pr.c + i * pr.ldc, pr.alpha, pr.beta);
+      row(pr.k, pr.n, pr.a + (pr.trans_a ? i : i * pr.lda), a_step, pr.b, pr.ldb,
+          pr.c + i * pr.ldc, pr.alpha, pr.beta);
     }
+    if (pr.stream_c) fence_streamed_stores();
     finish_block(pr, i0, 0, i1 - i0, pr.n);
   });
 }
@@ -538,6 +542,31 @@ void gemm_packed_path(const KernelSet<T>& ks, const Problem<T>& pr, bool paralle
   });
 }
 
+// Whether a product on a path with a streaming kernel should write C past the cache: C is large,
+// not read (beta 0) and not handed to an epilogue, which would read it back at once.
+template <class T>
+bool worth_streaming(const Problem<T>& pr, bool has_kernel) {
+  return has_kernel && !pr.epilogue && pr.beta == T(0) &&
+         pr.m * pr.n * int64_t(sizeof(T)) >= stream_min_bytes().load(std::memory_order_relaxed);
+}
+
+// Runs path(problem) with streaming stores. Stores stream only from cache-line aligned rows; when
+// every row of C starts the same distance off a line (numpy aligns arrays to 16 bytes only), the
+// columns up to the first line boundary are a product of their own, stored normally, and the
+// rest starts on a line.
+template <class T, class Path>
+void run_streaming(const Problem<T>& pr, Path&& path) {
+  const int64_t size = int64_t(sizeof(T)), line = 64;
+  const int64_t offset = int64_t(reinterpret_cast<std::uintptr_t>(pr.c) % line);
+  const int64_t head = offset % size == 0 && (pr.ldc * size) % line == 0
+                           ? std::min(pr.n, (line - offset) % line / size)
+                           : 0;
+  if (head > 0) path(pr.part(0, pr.m, 0, head));
+  Problem<T> rest = pr.part(0, pr.m, head, pr.n - head);
+  rest.stream_c = true;
+  if (rest.n > 0) path(rest);
+}
+
 template <class T>
 void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
   if (pr.m <= 0 || pr.n <= 0) return;
@@ -555,26 +584,21 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
   } else if (!pr.trans_b && pr.m == 1) {
     gemm_row_path(ks, pr, parallel || (threads && streams_much));
   } else if (!pr.trans_b && pr.k <= ks.small_k_max && pr.n * size >= kSmallKMinRowBytes) {
-    gemm_small_k_path(ks, pr, threads && pr.m * pr.n * size >= kParallelMinWriteBytes);
+    const bool parallel_rows = threads && pr.m * pr.n * size >= kParallelMinWriteBytes;
+    auto path = [&](const Problem<T>& p) { gemm_small_k_path(ks, p, parallel_rows); };
+    if (worth_streaming(pr, ks.row_stream != nullptr)) {
+      run_streaming(pr, path);
+    } else {
+      path(pr);
+    }
   } else {
     const bool b_direct = !pr.trans_b && pr.m <= kDirectMaxRows;
-    const bool stream = ks.tile_stream && !pr.epilogue && pr.beta == T(0) && pr.k <= ks.kc &&
-                        pr.m * pr.n * size >= stream_min_bytes().load(std::memory_order_relaxed);
-    if (!stream) {
-      gemm_packed_path(ks, pr, parallel, b_direct);
-      return;
+    auto path = [&](const Problem<T>& p) { gemm_packed_path(ks, p, parallel, b_direct); };
+    if (pr.k <= ks.kc && worth_streaming(pr, ks.tile_stream != nullptr)) {
+      run_streaming(pr, path);  // one k block: no later block adds into C
+    } else {
+      path(pr);
     }
-    // Tiles stream only where C's rows start on a cache line. When every row starts the same
-    // way off a line (numpy aligns arrays to 16 bytes only), the columns up to the first line
-    // boundary are computed as a product of their own, stored normally; the rest streams.
-    const int64_t line = 64, offset = int64_t(reinterpret_cast<std::uintptr_t>(pr.c) % line);
-    const int64_t head = offset % size == 0 && (pr.ldc * size) % line == 0
-                             ? std::min(pr.n, (line - offset) % line / size)
-                             : 0;
-    if (head > 0) gemm_packed_path(ks, pr.part(0, pr.m, 0, head), parallel, b_direct);
-    Problem<T> rest = pr.part(0, pr.m, head, pr.n - head);
-    rest.stream_c = true;
-    if (rest.n > 0) gemm_packed_path(ks, rest, parallel, b_direct);
   }
 }
 

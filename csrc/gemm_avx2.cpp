@@ -217,14 +217,19 @@ void tile_6x2v_any(int64_t k, const typename O::T* ap, const typename O::T* bp, 
 
 // The row kernels' store: alpha * sum (+ beta * C) into U vectors of C at c, or, when `tail` > 0
 // (then U == 1), into its first `tail` elements only, through a buffer. The micro-kernels' store
-// arithmetic; C is not read when beta == 0.
-template <class O, int U>
+// arithmetic; C is not read when beta == 0. With kStream, whole vectors stored with beta == 0 at
+// a 32-byte aligned c bypass the cache (see gemm_kernels.h).
+template <class O, int U, bool kStream>
 inline void store_sums(typename O::T* c, const typename O::V (&sum)[U], typename O::T alpha,
                        typename O::T beta, int tail = 0) {
   using T = typename O::T;
   using V = typename O::V;
   constexpr int L = O::kLanes;
   const V va = O::set1(alpha), vb = O::set1(beta);
+  if (kStream && tail == 0 && beta == T(0) && reinterpret_cast<std::uintptr_t>(c) % 32 == 0) {
+    for (int u = 0; u < U; ++u) O::stream(c + u * L, O::mul(va, sum[u]));
+    return;
+  }
   if (tail == 0) {
     for (int u = 0; u < U; ++u) {
       V r = O::mul(va, sum[u]);
@@ -245,7 +250,7 @@ inline void store_sums(typename O::T* c, const typename O::V (&sum)[U], typename
 // B is streamed row by row as it lies (axpy form), four rows per pass over a chunk of columns,
 // while the sums wait in a small buffer in L1. Each sum still starts from zero and takes its FMAs
 // in k order, then the micro-kernels' store arithmetic.
-template <class O>
+template <class O, bool kStream>
 void row_times_matrix(int64_t k, int64_t n, const typename O::T* a, int64_t a_step,
                       const typename O::T* b, int64_t ldb, typename O::T* c, typename O::T alpha,
                       typename O::T beta) {
@@ -297,7 +302,7 @@ void row_times_matrix(int64_t k, int64_t n, const typename O::T* a, int64_t a_st
     }
     for (int64_t j = 0; j < full + (tail ? L : 0); j += L) {
       const V sum[1] = {O::load(acc + j)};
-      store_sums<O, 1>(c + j0 + j, sum, alpha, beta, j < full ? 0 : tail);
+      store_sums<O, 1, kStream>(c + j0 + j, sum, alpha, beta, j < full ? 0 : tail);
     }
   }
 }
@@ -307,7 +312,7 @@ void row_times_matrix(int64_t k, int64_t n, const typename O::T* a, int64_t a_st
 // buffer costs a load and a store per vector and k step, which at small k is most of the work).
 // Per element the arithmetic is row_times_matrix's: a sum from zero, FMAs in k order, the same
 // store.
-template <class O, int K>
+template <class O, int K, bool kStream>
 void row_times_matrix_small_k(int64_t n, const typename O::T* a, int64_t a_step,
                               const typename O::T* b, int64_t ldb, typename O::T* c,
                               typename O::T alpha, typename O::T beta) {
@@ -325,7 +330,7 @@ void row_times_matrix_small_k(int64_t n, const typename O::T* a, int64_t a_step,
       const typename O::T* row = b + p * ldb + j;
       for (int u = 0; u < U; ++u) sum[u] = O::fma(av[p], O::load(row + u * L), sum[u]);
     }
-    store_sums<O, U>(c + j, sum, alpha, beta);
+    store_sums<O, U, kStream>(c + j, sum, alpha, beta);
   }
   for (; j < n; j += L) {
     const int tail = n - j < L ? int(n - j) : 0;  // 0: a whole vector
@@ -334,26 +339,26 @@ void row_times_matrix_small_k(int64_t n, const typename O::T* a, int64_t a_step,
       const typename O::T* row = b + p * ldb + j;
       sum[0] = O::fma(av[p], tail ? O::load_first(row, tail) : O::load(row), sum[0]);
     }
-    store_sums<O, 1>(c + j, sum, alpha, beta, tail);
+    store_sums<O, 1, kStream>(c + j, sum, alpha, beta, tail);
   }
 }
 
 // The RowKernel: k up to kAvx2RowRegisterMaxK in registers, any larger k through the L1 buffer.
-template <class O>
+template <class O, bool kStream>
 void row_kernel(int64_t k, int64_t n, const typename O::T* a, int64_t a_step,
                 const typename O::T* b, int64_t ldb, typename O::T* c, typename O::T alpha,
                 typename O::T beta) {
   static_assert(kAvx2RowRegisterMaxK == 8, "the cases below list every k up to the maximum");
   switch (k) {
-    case 1: return row_times_matrix_small_k<O, 1>(n, a, a_step, b, ldb, c, alpha, beta);
-    case 2: return row_times_matrix_small_k<O, 2>(n, a, a_step, b, ldb, c, alpha, beta);
-    case 3: return row_times_matrix_small_k<O, 3>(n, a, a_step, b, ldb, c, alpha, beta);
-    case 4: return row_times_matrix_small_k<O, 4>(n, a, a_step, b, ldb, c, alpha, beta);
-    case 5: return row_times_matrix_small_k<O, 5>(n, a, a_step, b, ldb, c, alpha, beta);
-    case 6: return row_times_matrix_small_k<O, 6>(n, a, a_step, b, ldb, c, alpha, beta);
-    case 7: return row_times_matrix_small_k<O, 7>(n, a, a_step, b, ldb, c, alpha, beta);
-    case 8: return row_times_matrix_small_k<O, 8>(n, a, a_step, b, ldb, c, alpha, beta);
-    default: return row_times_matrix<O>(k, n, a, a_step, b, ldb, c, alpha, beta);
+    case 1: return row_times_matrix_small_k<O, 1, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 2: return row_times_matrix_small_k<O, 2, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 3: return row_times_matrix_small_k<O, 3, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 4: return row_times_matrix_small_k<O, 4, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 5: return row_times_matrix_small_k<O, 5, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 6: return row_times_matrix_small_k<O, 6, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 7: return row_times_matrix_small_k<O, 7, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    case 8: return row_times_matrix_small_k<O, 8, kStream>(n, a, a_step, b, ldb, c, alpha, beta);
+    default: return row_times_matrix<O, kStream>(k, n, a, a_step, b, ldb, c, alpha, beta);
   }
 }
 
@@ -535,12 +540,22 @@ void gemm_6x8_avx2_stream(int64_t k, const double* ap, const double* bp, int64_t
 
 void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
                    int64_t ldb, float* c, float alpha, float beta) {
-  row_kernel<F32>(k, n, a, a_step, b, ldb, c, alpha, beta);
+  row_kernel<F32, false>(k, n, a, a_step, b, ldb, c, alpha, beta);
+}
+
+void gemm_row_avx2_stream(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
+                          int64_t ldb, float* c, float alpha, float beta) {
+  row_kernel<F32, true>(k, n, a, a_step, b, ldb, c, alpha, beta);
 }
 
 void gemm_row_avx2(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
                    int64_t ldb, double* c, double alpha, double beta) {
-  row_kernel<F64>(k, n, a, a_step, b, ldb, c, alpha, beta);
+  row_kernel<F64, false>(k, n, a, a_step, b, ldb, c, alpha, beta);
+}
+
+void gemm_row_avx2_stream(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
+                          int64_t ldb, double* c, double alpha, double beta) {
+  row_kernel<F64, true>(k, n, a, a_step, b, ldb, c, alpha, beta);
 }
 
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,

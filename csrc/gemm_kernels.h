@@ -89,6 +89,13 @@ void gemm_row_avx2(int64_t k, int64_t n, const float* a, int64_t a_step, const f
                    int64_t ldb, float* c, float alpha, float beta);
 void gemm_row_avx2(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
                    int64_t ldb, double* c, double alpha, double beta);
+// The row kernels with the streaming stores of the *_stream micro-kernels, for whole vectors
+// stored with beta == 0 at 32-byte aligned addresses (rows of C that start on a cache line and
+// are written whole, left to right, fill each line completely).
+void gemm_row_avx2_stream(int64_t k, int64_t n, const float* a, int64_t a_step, const float* b,
+                          int64_t ldb, float* c, float alpha, float beta);
+void gemm_row_avx2_stream(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
+                          int64_t ldb, double* c, double alpha, double beta);
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                        float* c, int64_t ldc, int64_t mi, int64_t nj, float alpha, float beta);
 void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,

@@ -221,8 +221,8 @@ TEST_F(GemmTest, SmallKShapesDouble) {
   check_small_k_grid<double>(Impl::portable);
 }
 
-// Non-temporal stores of C (the packed path's streaming kernels, forced on here for any size of
-// C) change where bytes go, never their values: the result equals that of cached stores bit for
+// Non-temporal stores of C (the streaming kernels of the packed and small-k paths, forced on here
+// for any size of C) change where bytes go, never their values: the result equals that of cached stores bit for
 // bit, wherever C starts relative to a cache line, with full and partial tiles, one k block or
 // several, C read or not (NaN in C at beta 0 must not leak), on 1 and 2 threads. Padding columns
 // of C stay untouched.
@@ -275,6 +275,10 @@ const Case kStreamingCases[] = {
     {"padded_c_off_line", 50, 64, 16, false, false, 0, 0, 5},
     {"small_m_direct_b", 20, 256, 32, false, false},
     {"narrow", 24, 9, 30, true, false},
+    {"small_k_weight_grad_batch_1", 512, 784, 1, true, false},  // small-k path from here on
+    {"small_k_tail", 40, 300, 3, false, false},
+    {"small_k_padded_c", 64, 256, 4, true, false, 0, 0, 7},
+    {"small_k_beta_one", 64, 256, 2, true, false, 0, 0, 0, 1.0, 1.0},
 };
 
 TEST_F(GemmTest, StreamedStoresEqualCachedStoresFloat) {
