@@ -8,12 +8,21 @@
 
 namespace fastnn {
 
+namespace {
+
+// Whether the environment variable `name` is set to something other than "" or "0".
+bool env_flag(const char* name) {
+  const char* value = std::getenv(name);
+  return value && value[0] != '\0' && std::strcmp(value, "0") != 0;
+}
+
+}  // namespace
+
 bool cpu_has_avx2_fma() {
 #if defined(FASTNN_HAVE_AVX2_KERNELS) && (defined(__GNUC__) || defined(__clang__))
   // FASTNN_DISABLE_AVX2=1 forces the portable kernels, so they can be tested on any machine.
   static const bool usable = [] {
-    const char* off = std::getenv("FASTNN_DISABLE_AVX2");
-    if (off && std::strcmp(off, "0") != 0 && off[0] != '\0') return false;
+    if (env_flag("FASTNN_DISABLE_AVX2")) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
@@ -23,7 +32,23 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
-const char* kernel_isa() { return cpu_has_avx2_fma() ? "avx2+fma" : "portable"; }
+bool cpu_has_avx512f() {
+  // The AVX-512 kernels are built wherever the AVX2 ones are. FASTNN_DISABLE_AVX512=1 keeps a
+  // process on the AVX2 kernels (to compare the two on one machine); the compiler's check also
+  // asks the OS (XGETBV) whether it saves the zmm registers.
+#if defined(FASTNN_HAVE_AVX2_KERNELS) && (defined(__GNUC__) || defined(__clang__))
+  static const bool usable =
+      cpu_has_avx2_fma() && !env_flag("FASTNN_DISABLE_AVX512") && __builtin_cpu_supports("avx512f");
+  return usable;
+#else
+  return false;
+#endif
+}
+
+const char* kernel_isa() {
+  if (cpu_has_avx512f()) return "avx512f";
+  return cpu_has_avx2_fma() ? "avx2+fma" : "portable";
+}
 
 namespace {
 

@@ -7,7 +7,10 @@ namespace fastnn {
 
 // True when this build contains AVX2+FMA kernels and the CPU (and OS) can run them.
 bool cpu_has_avx2_fma();
-// Name of the instruction set the fast kernels use on this machine: "avx2+fma" or "portable".
+// True when, in addition, the CPU and OS can run the AVX-512F kernels (which the GEMM prefers).
+bool cpu_has_avx512f();
+// Name of the instruction set the fastest kernels use on this machine: "avx512f" (the GEMM's
+// micro-kernel; the other kernels stay AVX2), "avx2+fma" or "portable".
 const char* kernel_isa();
 // Size in bytes of the largest data cache the operating system reports for CPU 0 (the last
 // level, usually shared by several cores), or 0 when it does not say. Read once.

@@ -51,10 +51,16 @@ void gemm_fused(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T a
 // kinds of store on any machine. Returns the previous value. Not meant to change during a call.
 int64_t set_gemm_stream_min_bytes(int64_t bytes);
 
-// gemm() on the portable micro-kernels whatever the CPU, so that tests can compare both kernel
-// sets in one process (FASTNN_DISABLE_AVX2=1 does the same for a whole process).
+// The kernel sets gemm() chooses from, fastest first: it takes the first one the CPU can run.
+enum class GemmKernels { avx512, avx2, portable };
+bool gemm_kernels_available(GemmKernels which);
+
+// gemm() on the given kernel set whatever the CPU prefers, so that tests can compare every set
+// the machine can run in one process (FASTNN_DISABLE_AVX512=1 and FASTNN_DISABLE_AVX2=1 step a
+// whole process down). Throws std::invalid_argument when the set is not available.
 template <class T>
-void gemm_portable(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
-                   const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+void gemm_with(GemmKernels which, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+               T alpha, const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c,
+               int64_t ldc);
 
 }  // namespace fastnn

@@ -1,4 +1,5 @@
-// AVX2+FMA GEMM kernels: the 6x16 float and 6x8 double micro-kernels and the 4x3 dot kernels.
+// AVX2+FMA GEMM kernels: the 6x16 float and 6x8 double micro-kernels, the row and 4x3 dot
+// kernels, and the packing of micro-panels (which the AVX-512 kernel set uses too).
 // Contracts: see gemm_kernels.h. This file is compiled with -mavx2 -mfma; the driver calls it
 // only when cpu_has_avx2_fma() says the CPU can run it.
 #include <immintrin.h>
@@ -60,6 +61,14 @@ struct F64 {
   }
 };
 
+}  // namespace
+}  // namespace fastnn::gemm_detail
+
+#include "gemm_tile.h"
+
+namespace fastnn::gemm_detail {
+namespace {
+
 // One k step of the 6 x (2 vectors) tile: two loads of B, six broadcasts of A, twelve FMAs.
 #define FASTNN_TILE_STEP(A, B)                                          \
   do {                                                                  \
@@ -77,32 +86,6 @@ struct F64 {
     av = O::broadcast((A) + 5);                                         \
     c50 = O::fma(av, b0, c50); c51 = O::fma(av, b1, c51);               \
   } while (0)
-
-// The store of a tile with fewer than 6 rows or 2L columns to keep: alpha * acc (+ beta * C) in
-// whole vectors through a buffer, then only rows x nr is copied to C (the full-tile store's
-// arithmetic). C is read only inside rows x nr, and only when beta != 0.
-template <class O, int ROWS>
-inline void store_partial_tile(const typename O::V (&acc)[ROWS][2], typename O::T* c,
-                               int64_t ldc, int64_t rows, int64_t nr, typename O::T alpha,
-                               typename O::T beta) {
-  using T = typename O::T;
-  using V = typename O::V;
-  constexpr int L = O::kLanes;
-  constexpr int NR = 2 * L;
-  T buf[ROWS][NR];
-  const V va = O::set1(alpha), vb = O::set1(beta);
-  for (int64_t i = 0; i < rows; ++i) {
-    V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
-    if (beta != T(0)) {
-      for (int64_t j = 0; j < NR; ++j) buf[i][j] = j < nr ? c[i * ldc + j] : T(0);
-      r0 = O::fma(vb, O::load(buf[i]), r0);
-      r1 = O::fma(vb, O::load(buf[i] + L), r1);
-    }
-    O::store(buf[i], r0);
-    O::store(buf[i] + L, r1);
-    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = buf[i][j];
-  }
-}
 
 // The 6 x 2L micro-kernel (L = lanes per vector): 12 accumulators, 2 B vectors and 1 broadcast
 // in flight use 15 of the 16 ymm registers. With kStream, a full tile stored with beta == 0 whose
@@ -575,19 +558,29 @@ namespace fastnn::gemm_detail {
 
 void pack_panel_avx2(float* dst, const float* src, int64_t ld, bool interleaved, int64_t r,
                      int64_t kc) {
-  if (r == 6) {
-    interleaved ? interleave<F32, 6>(dst, src, ld, kc) : copy_rows<F32, 6>(dst, src, ld, kc);
-  } else {
-    interleaved ? interleave<F32, 16>(dst, src, ld, kc) : copy_rows<F32, 16>(dst, src, ld, kc);
+  switch (r) {
+    case 6: return interleaved ? interleave<F32, 6>(dst, src, ld, kc)
+                               : copy_rows<F32, 6>(dst, src, ld, kc);
+    case 12: return interleaved ? interleave<F32, 12>(dst, src, ld, kc)
+                                : copy_rows<F32, 12>(dst, src, ld, kc);
+    case 16: return interleaved ? interleave<F32, 16>(dst, src, ld, kc)
+                                : copy_rows<F32, 16>(dst, src, ld, kc);
+    default: return interleaved ? interleave<F32, 32>(dst, src, ld, kc)
+                                : copy_rows<F32, 32>(dst, src, ld, kc);
   }
 }
 
 void pack_panel_avx2(double* dst, const double* src, int64_t ld, bool interleaved, int64_t r,
                      int64_t kc) {
-  if (r == 6) {
-    interleaved ? interleave<F64, 6>(dst, src, ld, kc) : copy_rows<F64, 6>(dst, src, ld, kc);
-  } else {
-    interleaved ? interleave<F64, 8>(dst, src, ld, kc) : copy_rows<F64, 8>(dst, src, ld, kc);
+  switch (r) {
+    case 6: return interleaved ? interleave<F64, 6>(dst, src, ld, kc)
+                               : copy_rows<F64, 6>(dst, src, ld, kc);
+    case 8: return interleaved ? interleave<F64, 8>(dst, src, ld, kc)
+                               : copy_rows<F64, 8>(dst, src, ld, kc);
+    case 12: return interleaved ? interleave<F64, 12>(dst, src, ld, kc)
+                                : copy_rows<F64, 12>(dst, src, ld, kc);
+    default: return interleaved ? interleave<F64, 16>(dst, src, ld, kc)
+                                : copy_rows<F64, 16>(dst, src, ld, kc);
   }
 }
 

@@ -1,11 +1,11 @@
 // The GEMM's inner kernels, shared by the driver (gemm.cpp) and the ISA-specific translation
-// units (gemm_avx2.cpp). Nothing here is part of fastnn's public C++ API.
+// units (gemm_avx2.cpp, gemm_avx512.cpp). Nothing here is part of fastnn's public C++ API.
 //
 // Legend: k is the shared (reduced) dimension; MR x NR is the register tile of a micro-kernel;
 // mr <= MR and nr <= NR are the rows and columns of that tile actually stored to C.
 //
 // ---------------------------------------------------------------------------------------------
-// Micro-kernel contract (every MicroKernel, portable or AVX2):
+// Micro-kernel contract (every MicroKernel, portable, AVX2 or AVX-512):
 //
 //   C[i*ldc + j] = alpha * sum_{p<k} Ap[p*MR + i] * Bp[p*b_step + j]  (+ beta * C[i*ldc + j])
 //   for i < mr, j < nr; nothing outside that mr x nr corner is read or written.
@@ -26,8 +26,8 @@
 //   beta == 0: C is not read at all (NaN or garbage in C cannot leak into the result).
 //
 //   Streaming variants (the *_stream kernels): the same arithmetic, but a full MR x NR tile
-//   stored with beta == 0, whose rows each start on a 64-byte boundary (one whole cache line per
-//   row: NR * sizeof(T) == 64), is written with non-temporal stores. These do not read C's lines
+//   stored with beta == 0, whose rows each start on a 64-byte boundary (whole cache lines per
+//   row: NR * sizeof(T) is 64 or 128), is written with non-temporal stores. These do not read C's lines
 //   into the cache before writing them, which for a C that is not cached halves its memory
 //   traffic, and they do not evict what is cached. The caller must issue a store fence before
 //   other threads read C (the stores are weakly ordered), and should use these kernels only
@@ -102,10 +102,23 @@ void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b,
                        double* c, int64_t ldc, int64_t mi, int64_t nj, double alpha,
                        double beta);
 
+// AVX-512F kernels (gemm_avx512.cpp); call only when cpu_has_avx512f(). A 12 x (2 vectors)
+// micro-kernel on zmm registers. The rest of the AVX-512 kernel set (dot, row and packing
+// kernels) is the AVX2 one.
+void gemm_12x32_avx512(int64_t k, const float* ap, const float* bp, int64_t b_step, float* c,
+                       int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
+void gemm_12x16_avx512(int64_t k, const double* ap, const double* bp, int64_t b_step, double* c,
+                       int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta);
+void gemm_12x32_avx512_stream(int64_t k, const float* ap, const float* bp, int64_t b_step,
+                              float* c, int64_t ldc, int64_t mr, int64_t nr, float alpha,
+                              float beta);
+void gemm_12x16_avx512_stream(int64_t k, const double* ap, const double* bp, int64_t b_step,
+                              double* c, int64_t ldc, int64_t mr, int64_t nr, double alpha,
+                              double beta);
 
-// Packs one full micro-panel of r rows (r = MR or NR of the AVX2 kernels: 6 or 16 floats, 6 or
-// 8 doubles) and kc steps: dst[p * r + i] = src[i * ld + p] when `interleaved` (each of the r
-// rows is contiguous in p), else dst[p * r + i] = src[p * ld + i].
+// Packs one full micro-panel of r rows (r = MR or NR of the AVX2 or AVX-512 kernels: 6, 12, 16
+// or 32 floats, 6, 8, 12 or 16 doubles) and kc steps: dst[p * r + i] = src[i * ld + p] when
+// `interleaved` (each of the r rows is contiguous in p), else dst[p * r + i] = src[p * ld + i].
 void pack_panel_avx2(float* dst, const float* src, int64_t ld, bool interleaved, int64_t r,
                      int64_t kc);
 void pack_panel_avx2(double* dst, const double* src, int64_t ld, bool interleaved, int64_t r,

@@ -1,4 +1,4 @@
-// The fast GEMM (both kernel sets, every path) against the reference triple loop.
+// The fast GEMM (every kernel set this CPU can run, every path) against the reference triple loop.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,15 +26,37 @@ struct Case {
   double alpha = 1.0, beta = 0.0;
 };
 
-enum class Impl { best, portable };
+// What a check runs: gemm() itself (the kernel set this CPU prefers), or one named kernel set.
+struct Impl {
+  const char* name;
+  bool best;
+  GemmKernels set;
+};
+
+const Impl kBest{"best", true, GemmKernels::portable};
+const Impl kPortable{"portable", false, GemmKernels::portable};
+
+// gemm() and every kernel set this CPU can run (on an AVX-512 machine the AVX2 set is tested too).
+std::vector<Impl> runnable_impls() {
+  std::vector<Impl> impls{kBest};
+  if (gemm_kernels_available(GemmKernels::avx512)) {
+    impls.push_back({"avx512", false, GemmKernels::avx512});
+  }
+  if (gemm_kernels_available(GemmKernels::avx2)) {
+    impls.push_back({"avx2", false, GemmKernels::avx2});
+  }
+  impls.push_back(kPortable);
+  return impls;
+}
 
 template <class T>
-using GemmFn = void (*)(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*,
-                        int64_t, T, T*, int64_t);
-
-template <class T>
-GemmFn<T> impl_fn(Impl impl) {
-  return impl == Impl::best ? &gemm<T> : &gemm_portable<T>;
+void call(const Impl& impl, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+          const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (impl.best) {
+    gemm<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    gemm_with<T>(impl.set, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
 }
 
 template <class T>
@@ -70,16 +93,16 @@ Operands<T> make_operands(const Case& cs, uint32_t seed) {
 }
 
 template <class T>
-std::vector<T> run(GemmFn<T> fn, const Case& cs, const Operands<T>& op) {
+std::vector<T> run(const Impl& impl, const Case& cs, const Operands<T>& op) {
   std::vector<T> c = op.c0;
-  fn(cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, T(cs.alpha), op.a.data(), op.lda, op.b.data(),
-     op.ldb, T(cs.beta), c.data(), op.ldc);
+  call<T>(impl, cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, T(cs.alpha), op.a.data(), op.lda,
+          op.b.data(), op.ldb, T(cs.beta), c.data(), op.ldc);
   return c;
 }
 
 template <class T>
-void check_case(const Case& cs, Impl impl) {
-  SCOPED_TRACE(std::string(cs.name) + (impl == Impl::best ? " [best]" : " [portable]") +
+void check_case(const Case& cs, const Impl& impl) {
+  SCOPED_TRACE(std::string(cs.name) + " [" + impl.name + "]" +
                (sizeof(T) == 4 ? " float" : " double"));
   const Operands<T> op = make_operands<T>(cs, 1234);
   std::vector<T> expected = op.c0;
@@ -87,9 +110,9 @@ void check_case(const Case& cs, Impl impl) {
                     op.b.data(), op.ldb, T(cs.beta), expected.data(), op.ldc);
 
   set_num_threads(1);
-  const std::vector<T> one = run(impl_fn<T>(impl), cs, op);
+  const std::vector<T> one = run(impl, cs, op);
   set_num_threads(2);
-  const std::vector<T> two = run(impl_fn<T>(impl), cs, op);
+  const std::vector<T> two = run(impl, cs, op);
 
   // Products of values in [-1, 1] summed over k: rounding error grows at most like k * eps.
   const double tol = 4.0 * std::numeric_limits<T>::epsilon() * double(cs.k + 2) *
@@ -128,6 +151,9 @@ const Case kCases[] = {
     {"n_below_tile", 7, 5, 19, false, false},
     {"n_above_tile", 7, 17, 19, false, false},
     {"n_two_tiles_and_a_bit", 13, 35, 8, false, true},
+    {"n_around_wide_tile", 13, 65, 40, false, false},         // AVX-512 float: 32 columns
+    {"n_wide_tiles_direct_b", 20, 64, 50, false, false},      // whole slivers read in place
+    {"n_wide_tiles_direct_b_edge", 20, 97, 50, false, false},
     {"m_below_tile", 5, 40, 19, false, false},
     {"m_above_tile", 7, 40, 19, false, false},
     {"k_not_multiple_of_unroll", 12, 32, 23, false, false},
@@ -173,27 +199,33 @@ class GemmTest : public ::testing::Test {
   int saved_ = 1;
 };
 
-TEST_F(GemmTest, BestKernelsMatchReferenceFloat) {
-  for (const Case& cs : kCases) check_case<float>(cs, Impl::best);
+TEST_F(GemmTest, EveryKernelSetMatchesReferenceFloat) {
+  for (const Impl& impl : runnable_impls()) {
+    for (const Case& cs : kCases) check_case<float>(cs, impl);
+  }
 }
 
-TEST_F(GemmTest, BestKernelsMatchReferenceDouble) {
-  for (const Case& cs : kCases) check_case<double>(cs, Impl::best);
+TEST_F(GemmTest, EveryKernelSetMatchesReferenceDouble) {
+  for (const Impl& impl : runnable_impls()) {
+    for (const Case& cs : kCases) check_case<double>(cs, impl);
+  }
 }
 
-TEST_F(GemmTest, PortableKernelsMatchReferenceFloat) {
-  for (const Case& cs : kCases) check_case<float>(cs, Impl::portable);
-}
-
-TEST_F(GemmTest, PortableKernelsMatchReferenceDouble) {
-  for (const Case& cs : kCases) check_case<double>(cs, Impl::portable);
+TEST_F(GemmTest, UnavailableKernelSetIsRefused) {
+  float a = 1.0f, b = 1.0f, c = 0.0f;
+  for (GemmKernels set : {GemmKernels::avx512, GemmKernels::avx2}) {
+    if (gemm_kernels_available(set)) continue;
+    EXPECT_THROW(gemm_with<float>(set, false, false, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1),
+                 std::invalid_argument);
+  }
+  EXPECT_TRUE(gemm_kernels_available(GemmKernels::portable));
 }
 
 // The small-k path (each row of C one row-kernel call, B read in place) and the shapes around its
 // limits: k up to the float and double limits and past them, rows of C just below and above
 // its minimum length, n around the vector and tile widths, C read or not.
 template <class T>
-void check_small_k_grid(Impl impl) {
+void check_small_k_grid(const Impl& impl) {
   for (int64_t m : {2, 7, 512}) {
     for (int64_t n : {1, 7, 15, 16, 17, 127, 128, 255, 256, 784}) {
       for (int64_t k = 1; k <= 9; ++k) {
@@ -212,13 +244,11 @@ void check_small_k_grid(Impl impl) {
 }
 
 TEST_F(GemmTest, SmallKShapesFloat) {
-  check_small_k_grid<float>(Impl::best);
-  check_small_k_grid<float>(Impl::portable);
+  for (const Impl& impl : runnable_impls()) check_small_k_grid<float>(impl);
 }
 
 TEST_F(GemmTest, SmallKShapesDouble) {
-  check_small_k_grid<double>(Impl::best);
-  check_small_k_grid<double>(Impl::portable);
+  for (const Impl& impl : runnable_impls()) check_small_k_grid<double>(impl);
 }
 
 // Non-temporal stores of C (the streaming kernels of the packed and small-k paths, forced on here
@@ -227,8 +257,9 @@ TEST_F(GemmTest, SmallKShapesDouble) {
 // several, C read or not (NaN in C at beta 0 must not leak), on 1 and 2 threads. Padding columns
 // of C stay untouched.
 template <class T>
-void check_streaming(const Case& cs) {
-  SCOPED_TRACE(std::string(cs.name) + (sizeof(T) == 4 ? " float" : " double"));
+void check_streaming(const Case& cs, const Impl& impl) {
+  SCOPED_TRACE(std::string(cs.name) + " [" + impl.name + "]" +
+               (sizeof(T) == 4 ? " float" : " double"));
   const Operands<T> op = make_operands<T>(cs, 99);
   constexpr int64_t kLine = 64 / int64_t(sizeof(T));
   std::vector<T> store(op.c0.size() + 2 * size_t(kLine));
@@ -243,8 +274,8 @@ void check_streaming(const Case& cs) {
       for (int threads = 1; threads <= 2; ++threads) {
         set_num_threads(threads);
         std::copy(op.c0.begin(), op.c0.end(), c);
-        gemm<T>(cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, T(cs.alpha), op.a.data(), op.lda,
-                op.b.data(), op.ldb, T(cs.beta), c, op.ldc);
+        call<T>(impl, cs.trans_a, cs.trans_b, cs.m, cs.n, cs.k, T(cs.alpha), op.a.data(),
+                op.lda, op.b.data(), op.ldb, T(cs.beta), c, op.ldc);
         results[streamed][threads - 1].assign(c, c + op.c0.size());
       }
       set_gemm_stream_min_bytes(saved);
@@ -282,11 +313,15 @@ const Case kStreamingCases[] = {
 };
 
 TEST_F(GemmTest, StreamedStoresEqualCachedStoresFloat) {
-  for (const Case& cs : kStreamingCases) check_streaming<float>(cs);
+  for (const Impl& impl : runnable_impls()) {
+    for (const Case& cs : kStreamingCases) check_streaming<float>(cs, impl);
+  }
 }
 
 TEST_F(GemmTest, StreamedStoresEqualCachedStoresDouble) {
-  for (const Case& cs : kStreamingCases) check_streaming<double>(cs);
+  for (const Impl& impl : runnable_impls()) {
+    for (const Case& cs : kStreamingCases) check_streaming<double>(cs, impl);
+  }
 }
 
 TEST_F(GemmTest, LastLevelCacheSizeIsPlausible) {
@@ -297,29 +332,30 @@ TEST_F(GemmTest, LastLevelCacheSizeIsPlausible) {
 }
 
 TEST_F(GemmTest, ZeroSized) {
-  for (Impl impl : {Impl::best, Impl::portable}) {
+  for (const Impl& impl : runnable_impls()) {
     std::vector<float> a(12, 1.0f), b(12, 1.0f);
     std::vector<float> c(12, std::numeric_limits<float>::quiet_NaN());
     // m == 0 and n == 0 touch nothing.
-    impl_fn<float>(impl)(false, false, 0, 3, 4, 1.0f, a.data(), 4, b.data(), 3, 0.0f, c.data(),
-                         3);
-    impl_fn<float>(impl)(false, false, 3, 0, 4, 1.0f, a.data(), 4, b.data(), 1, 0.0f, c.data(),
-                         1);
+    call<float>(impl, false, false, 0, 3, 4, 1.0f, a.data(), 4, b.data(), 3, 0.0f, c.data(),
+                3);
+    call<float>(impl, false, false, 3, 0, 4, 1.0f, a.data(), 4, b.data(), 1, 0.0f, c.data(),
+                1);
     for (float x : c) EXPECT_TRUE(std::isnan(x));
     // k == 0: C = beta * C, and with beta == 0 C becomes zeros without being read.
-    impl_fn<float>(impl)(false, false, 3, 4, 0, 1.0f, a.data(), 1, b.data(), 4, 0.0f, c.data(),
-                         4);
+    call<float>(impl, false, false, 3, 4, 0, 1.0f, a.data(), 1, b.data(), 4, 0.0f, c.data(),
+                4);
     for (float x : c) EXPECT_EQ(x, 0.0f);
     std::vector<float> d(12, 2.0f);
-    impl_fn<float>(impl)(false, false, 3, 4, 0, 1.0f, a.data(), 1, b.data(), 4, 0.5f, d.data(),
-                         4);
+    call<float>(impl, false, false, 3, 4, 0, 1.0f, a.data(), 1, b.data(), 4, 0.5f, d.data(),
+                4);
     for (float x : d) EXPECT_EQ(x, 1.0f);
   }
 }
 
 TEST_F(GemmTest, KernelIsaIsReported) {
   const std::string isa = kernel_isa();
-  EXPECT_TRUE(isa == "avx2+fma" || isa == "portable") << isa;
+  EXPECT_TRUE(isa == "avx512f" || isa == "avx2+fma" || isa == "portable") << isa;
+  EXPECT_EQ(isa == "avx512f", gemm_kernels_available(GemmKernels::avx512));
 }
 
 TEST_F(GemmTest, FusedEpilogueCoversEveryElementOnce) {
