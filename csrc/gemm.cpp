@@ -5,9 +5,9 @@
 // Legend: m, n, k as in gemm.h; MR x NR the micro-kernel tile; MC, KC, NC the cache blocks.
 //
 // Five paths, chosen from the shape alone (never from the thread count):
-//   dot      op(A) op(B) = A B^T with m <= kDotMaxRows: each element is a dot product of a row
-//            of A with a row of B, both read as they lie. A Linear layer's forward at small batch:
-//            the weight is streamed once, nothing is packed.
+//   dot      op(A) op(B) = A B^T with m <= the kernel set's dot_max_rows: each element is a dot
+//            product of a row of A with a row of B, both read as they lie. A Linear layer's
+//            forward at small batch: the weight is streamed once, nothing is packed.
 //   row      B not transposed, m == 1: one row of C streamed against B's rows.
 //   small-k  B not transposed, k <= the kernel set's small_k_max, rows of C long enough: each
 //            row of C is one row-kernel call reading B in place. A weight gradient dZ^T X at
@@ -66,6 +66,10 @@ using gemm_detail::RowKernel;
 
 // Shape thresholds of the paths, found by measurement on Zen 3 (bench/gemm.py).
 constexpr int64_t kDotMaxRows = 32;
+// With the AVX-512 micro-kernel the packed path, packing B^T on every call, overtakes the dot path
+// sooner (2 threads on Ice Lake, medians of 7 alternated runs, x 784 x 512 nt: m = 12 dot 124-131
+// us, packed 154; m = 16 dot 160-179, packed 148; m = 32 dot 354, packed 295).
+constexpr int64_t kAvx512DotMaxRows = 12;
 constexpr int64_t kDirectMaxRows = 32;
 // Up to this m*n*k (about 10 us of work) a GEMM runs on one thread: a fork/join costs a few
 // microseconds on an idle machine, and when another process holds the second core the worker's
@@ -217,6 +221,7 @@ struct KernelSet {
   int64_t mc, kc, nc;  // MC, NC multiples of MR, NR
   DotKernel<T> dot;
   int64_t dot_mi, dot_nj, dot_nj1;  // dot_nj1: the wider tile allowed when m == 1
+  int64_t dot_max_rows;  // A B^T with up to this many rows of A takes the dot path
   PackPanelFn<T> pack;  // full micro-panels; null: the plain loops below
   RowKernel<T> row;
   RowKernel<T> row_stream;  // row with non-temporal stores of whole vectors; null: none
@@ -231,8 +236,8 @@ KernelSet<T> portable_kernels() {
   // on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4 in double; the AVX2
   // set's limits are kept, as this set's real targets (other ISAs) were not measured.
   return {&gemm_tile_portable<T, 4, NR>, nullptr, 4, NR, 128, 256, 4096,
-          &gemm_dot_2x2_portable<T>, 2, 2, 2, nullptr, &gemm_row_portable<T>, nullptr,
-          sizeof(T) == 4 ? 7 : 4};
+          &gemm_dot_2x2_portable<T>, 2, 2, 2, kDotMaxRows, nullptr, &gemm_row_portable<T>,
+          nullptr, sizeof(T) == 4 ? 7 : 4};
 }
 
 template <class T>
@@ -249,8 +254,8 @@ KernelSet<float> avx2_kernels<float>() {
   return {&gemm_detail::gemm_6x16_avx2, &gemm_detail::gemm_6x16_avx2_stream, 6, 16, 144,
           384, 4080,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
-          &gemm_detail::gemm_row_avx2_stream, 7};
+          gemm_detail::kAvx2DotNJ1, kDotMaxRows, &gemm_detail::pack_panel_avx2,
+          &gemm_detail::gemm_row_avx2, &gemm_detail::gemm_row_avx2_stream, 7};
 #else
   return portable_kernels<float>();
 #endif
@@ -263,16 +268,18 @@ KernelSet<double> avx2_kernels<double>() {
   return {&gemm_detail::gemm_6x8_avx2, &gemm_detail::gemm_6x8_avx2_stream, 6, 8, 72, 256,
           2040,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          gemm_detail::kAvx2DotNJ1, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
-          &gemm_detail::gemm_row_avx2_stream, 4};
+          gemm_detail::kAvx2DotNJ1, kDotMaxRows, &gemm_detail::pack_panel_avx2,
+          &gemm_detail::gemm_row_avx2, &gemm_detail::gemm_row_avx2_stream, 4};
 #else
   return portable_kernels<double>();
 #endif
 }
 
 // The AVX-512 sets: the AVX2 sets with a 12 x 32 float (12 x 16 double) micro-kernel on zmm
-// registers for the packed and B-direct paths. The dot, row and small-k paths, which mostly wait
-// on memory at the shapes they take, keep their AVX2 kernels.
+// registers for the packed and B-direct paths, which therefore also take A B^T from fewer rows
+// of A. The dot, row and small-k paths keep their AVX2 kernels: they read rows as they lie, at
+// any alignment, and a 4x3 dot kernel on zmm registers took 1.6 times the AVX2 one's time on
+// 32 x 784 x 512 (Ice Lake).
 template <class T>
 KernelSet<T> avx512_kernels();
 
@@ -282,6 +289,7 @@ KernelSet<float> avx512_kernels<float>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
   ks.tile = &gemm_detail::gemm_12x32_avx512;
   ks.tile_stream = &gemm_detail::gemm_12x32_avx512_stream;
+  ks.dot_max_rows = kAvx512DotMaxRows;
   ks.mr = 12;
   ks.nr = 32;
   ks.mc = kAvx512BlockMc;
@@ -297,6 +305,7 @@ KernelSet<double> avx512_kernels<double>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
   ks.tile = &gemm_detail::gemm_12x16_avx512;
   ks.tile_stream = &gemm_detail::gemm_12x16_avx512_stream;
+  ks.dot_max_rows = kAvx512DotMaxRows;
   ks.mr = 12;
   ks.nr = 16;
   ks.mc = kAvx512BlockMc / 2;
@@ -622,7 +631,7 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
   const int64_t size = int64_t(sizeof(T));
   const bool parallel = threads && pr.m * pr.n * pr.k > kParallelMinMNK;
   const bool streams_much = pr.n * pr.k * size >= kParallelMinStreamBytes;
-  if (!pr.trans_a && pr.trans_b && pr.m <= kDotMaxRows) {
+  if (!pr.trans_a && pr.trans_b && pr.m <= ks.dot_max_rows) {
     gemm_dot_path(ks, pr, parallel || (threads && streams_much));
   } else if (!pr.trans_b && pr.m == 1) {
     gemm_row_path(ks, pr, parallel || (threads && streams_much));

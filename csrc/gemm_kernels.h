@@ -27,11 +27,11 @@
 //
 //   Streaming variants (the *_stream kernels): the same arithmetic, but a full MR x NR tile
 //   stored with beta == 0, whose rows each start on a 64-byte boundary (whole cache lines per
-//   row: NR * sizeof(T) is 64 or 128), is written with non-temporal stores. These do not read C's lines
-//   into the cache before writing them, which for a C that is not cached halves its memory
-//   traffic, and they do not evict what is cached. The caller must issue a store fence before
-//   other threads read C (the stores are weakly ordered), and should use these kernels only
-//   where C will not be read back soon: no epilogue, no later k block adding into C.
+//   row: NR * sizeof(T) is 64 or 128), is written with non-temporal stores. These do not read
+//   C's lines into the cache before writing them, which for a C that is not cached halves its
+//   memory traffic, and they do not evict what is cached. The caller must issue a store fence
+//   before other threads read C (the stores are weakly ordered), and should use these kernels
+//   only where C will not be read back soon: no epilogue, no later k block adding into C.
 //
 // Dot-kernel contract (every DotKernel), used for op(A) * B^T with few rows of A, where B is
 // read in place as it lies (n x k, row stride ldb; a Linear layer's weight):

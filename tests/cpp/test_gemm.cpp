@@ -252,10 +252,10 @@ TEST_F(GemmTest, SmallKShapesDouble) {
 }
 
 // Non-temporal stores of C (the streaming kernels of the packed and small-k paths, forced on here
-// for any size of C) change where bytes go, never their values: the result equals that of cached stores bit for
-// bit, wherever C starts relative to a cache line, with full and partial tiles, one k block or
-// several, C read or not (NaN in C at beta 0 must not leak), on 1 and 2 threads. Padding columns
-// of C stay untouched.
+// for any size of C) change where bytes go, never their values: the result equals that of cached
+// stores bit for bit, wherever C starts relative to a cache line, with full and partial tiles,
+// one k block or several, C read or not (NaN in C at beta 0 must not leak), on 1 and 2 threads.
+// Padding columns of C stay untouched.
 template <class T>
 void check_streaming(const Case& cs, const Impl& impl) {
   SCOPED_TRACE(std::string(cs.name) + " [" + impl.name + "]" +
