@@ -4,10 +4,14 @@
 //
 // Legend: m, n, k as in gemm.h; MR x NR the micro-kernel tile; MC, KC, NC the cache blocks.
 //
-// Five paths, chosen from the shape alone (never from the thread count):
+// Six paths, chosen from the shape alone (never from the thread count):
 //   dot      op(A) op(B) = A B^T with m <= the kernel set's dot_max_rows: each element is a dot
 //            product of a row of A with a row of B, both read as they lie. A Linear layer's
 //            forward at small batch: the weight is streamed once, nothing is packed.
+//   ct       op(A) B^T with m up to the kernel set's ct_max_rows (after dot): computed as its
+//            transpose B op(A)^T, whose tiles broadcast B's values from its rows in place and
+//            store transposed. A Linear layer's forward at batch 13..256: the weight is read as
+//            it lies, and only the input is packed (into NR-row panels, all of k at once).
 //   row      B not transposed, m == 1: one row of C streamed against B's rows.
 //   small-k  B not transposed, k <= the kernel set's small_k_max, rows of C long enough: each
 //            row of C is one row-kernel call reading B in place. A weight gradient dZ^T X at
@@ -33,7 +37,7 @@
 // 390 us at batch 32 (packed path) and 121 -> 56 us at batch 1 (small-k path). How large "too
 // large" is depends on the cache: see kStreamCacheFraction.
 //
-// Threads: the dot and row paths cut n into column chunks, the small-k path cuts m into chunks
+// Threads: the dot, ct and row paths cut n into column chunks, the small-k path cuts m into chunks
 // of rows; the packed paths cut C into one block per thread (see gemm_packed_path). One parallel
 // region per call, no barrier inside it.
 //
@@ -59,18 +63,28 @@
 namespace fastnn {
 namespace {
 
+using gemm_detail::CtKernel;
 using gemm_detail::DotKernel;
 using gemm_detail::MicroKernel;
 using gemm_detail::PackPanelFn;
 using gemm_detail::RowKernel;
 
-// Shape thresholds of the paths, found by measurement on Zen 3 (bench/gemm.py).
+// Shape thresholds of the paths, found by measurement (bench/gemm.py and, where said, in-process
+// loops alternating two builds' choices).
+// The dot path of the portable set (measured on Zen 3 against its packed path).
 constexpr int64_t kDotMaxRows = 32;
-// With the AVX-512 micro-kernel the packed path, packing B^T on every call, overtakes the dot path
-// sooner (2 threads on Ice Lake, medians of 7 alternated runs, x 784 x 512 nt: m = 12 dot 124-131
-// us, packed 154; m = 16 dot 160-179, packed 148; m = 32 dot 354, packed 295).
-constexpr int64_t kAvx512DotMaxRows = 12;
+// The dot path of the AVX2 and AVX-512 sets, which have the ct path beside it (2 threads on Zen
+// 4, x 784 x 512: AVX-512 m = 12 dot 70 us, ct 76-79; m = 16 dot 76-84, ct 76-79; AVX2 m = 12 dot
+// 78-89, ct 86-93; m = 16 dot 100-115, ct 78-86; m = 32 dot 176, ct 158).
+constexpr int64_t kVectorDotMaxRows = 12;
 constexpr int64_t kDirectMaxRows = 32;
+// op(A) B^T from up to this many rows of op(A) takes the ct path (when the dot path does not),
+// while the packed panels of op(A), which hold all of k, take at most kCtMaxPackBytes. Against the
+// packed path, which packs B on every call (2 threads on Zen 4, AVX-512, x 784 x 512): m = 32
+// 121 us against 158-180, m = 128 476 against 530, m = 256 955 against 1030-1080, m = 384 and 512
+// level; 32 x 256 x 10 2.5 against 11-15.
+constexpr int64_t kCtMaxRows = 256;
+constexpr int64_t kCtMaxPackBytes = int64_t(1) << 20;
 // Up to this m*n*k (about 10 us of work) a GEMM runs on one thread: a fork/join costs a few
 // microseconds on an idle machine, and when another process holds the second core the worker's
 // wake-up can take a whole scheduler time slice (measured: 1x784x512 on 2 threads took 8 ms at
@@ -222,6 +236,9 @@ struct KernelSet {
   DotKernel<T> dot;
   int64_t dot_mi, dot_nj, dot_nj1;  // dot_nj1: the wider tile allowed when m == 1
   int64_t dot_max_rows;  // A B^T with up to this many rows of A takes the dot path
+  CtKernel<T> ct;
+  int64_t ct_mr, ct_nr;  // the C^T tile: ct_mr rows of B by ct_nr rows of op(A)
+  int64_t ct_max_rows;   // op(A) B^T with up to this many rows (and more than dot_max_rows)
   PackPanelFn<T> pack;  // full micro-panels; null: the plain loops below
   RowKernel<T> row;
   RowKernel<T> row_stream;  // row with non-temporal stores of whole vectors; null: none
@@ -232,11 +249,13 @@ template <class T>
 KernelSet<T> portable_kernels() {
   // 4 x 8 floats (or 4 x 4 doubles) are 8 128-bit accumulators: fits SSE2's and NEON's files.
   constexpr int NR = 32 / int(sizeof(T));
-  // The row kernel: at m == 1 it took a third of this set's packed time (1x784x512, SSE2 code
-  // on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4 in double; the AVX2
+  // No ct path: its tile in plain loops took 3.5 times the packed path's time (SSE2 code on Zen
+  // 4, 64..256 x 784 x 512). The row kernel: at m == 1 it took a third of this set's packed time
+  // (1x784x512, SSE2 code on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4 in double; the AVX2
   // set's limits are kept, as this set's real targets (other ISAs) were not measured.
   return {&gemm_tile_portable<T, 4, NR>, nullptr, 4, NR, 128, 256, 4096,
-          &gemm_dot_2x2_portable<T>, 2, 2, 2, kDotMaxRows, nullptr, &gemm_row_portable<T>,
+          &gemm_dot_2x2_portable<T>, 2, 2, 2, kDotMaxRows, nullptr, 0, 0, 0, nullptr,
+          &gemm_row_portable<T>,
           nullptr, sizeof(T) == 4 ? 7 : 4};
 }
 
@@ -254,8 +273,9 @@ KernelSet<float> avx2_kernels<float>() {
   return {&gemm_detail::gemm_6x16_avx2, &gemm_detail::gemm_6x16_avx2_stream, 6, 16, 144,
           384, 4080,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          gemm_detail::kAvx2DotNJ1, kDotMaxRows, &gemm_detail::pack_panel_avx2,
-          &gemm_detail::gemm_row_avx2, &gemm_detail::gemm_row_avx2_stream, 7};
+          gemm_detail::kAvx2DotNJ1, kVectorDotMaxRows, &gemm_detail::gemm_ct_6x16_avx2, 6, 16,
+          kCtMaxRows, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
+          &gemm_detail::gemm_row_avx2_stream, 7};
 #else
   return portable_kernels<float>();
 #endif
@@ -268,18 +288,18 @@ KernelSet<double> avx2_kernels<double>() {
   return {&gemm_detail::gemm_6x8_avx2, &gemm_detail::gemm_6x8_avx2_stream, 6, 8, 72, 256,
           2040,
           &gemm_detail::gemm_dot_4x3_avx2, gemm_detail::kAvx2DotMI, gemm_detail::kAvx2DotNJ,
-          gemm_detail::kAvx2DotNJ1, kDotMaxRows, &gemm_detail::pack_panel_avx2,
-          &gemm_detail::gemm_row_avx2, &gemm_detail::gemm_row_avx2_stream, 4};
+          gemm_detail::kAvx2DotNJ1, kVectorDotMaxRows, &gemm_detail::gemm_ct_6x8_avx2, 6, 8,
+          kCtMaxRows, &gemm_detail::pack_panel_avx2, &gemm_detail::gemm_row_avx2,
+          &gemm_detail::gemm_row_avx2_stream, 4};
 #else
   return portable_kernels<double>();
 #endif
 }
 
-// The AVX-512 sets: the AVX2 sets with a 12 x 32 float (12 x 16 double) micro-kernel on zmm
-// registers for the packed and B-direct paths, which therefore also take A B^T from fewer rows
-// of A. The dot, row and small-k paths keep their AVX2 kernels: they read rows as they lie, at
-// any alignment, and a 4x3 dot kernel on zmm registers took 1.6 times the AVX2 one's time on
-// 32 x 784 x 512 (Ice Lake).
+// The AVX-512 sets: the AVX2 sets with 12 x 32 float (12 x 16 double) tiles on zmm registers for
+// the packed, B-direct and ct paths. The dot, row and small-k paths keep their AVX2 kernels: they
+// read rows as they lie, at any alignment, and a 4x3 dot kernel on zmm registers took 1.6 times
+// the AVX2 one's time on 32 x 784 x 512 (Ice Lake).
 template <class T>
 KernelSet<T> avx512_kernels();
 
@@ -289,7 +309,9 @@ KernelSet<float> avx512_kernels<float>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
   ks.tile = &gemm_detail::gemm_12x32_avx512;
   ks.tile_stream = &gemm_detail::gemm_12x32_avx512_stream;
-  ks.dot_max_rows = kAvx512DotMaxRows;
+  ks.ct = &gemm_detail::gemm_ct_12x32_avx512;
+  ks.ct_mr = 12;
+  ks.ct_nr = 32;
   ks.mr = 12;
   ks.nr = 32;
   ks.mc = kAvx512BlockMc;
@@ -305,7 +327,9 @@ KernelSet<double> avx512_kernels<double>() {
 #ifdef FASTNN_HAVE_AVX2_KERNELS
   ks.tile = &gemm_detail::gemm_12x16_avx512;
   ks.tile_stream = &gemm_detail::gemm_12x16_avx512_stream;
-  ks.dot_max_rows = kAvx512DotMaxRows;
+  ks.ct = &gemm_detail::gemm_ct_12x16_avx512;
+  ks.ct_mr = 12;
+  ks.ct_nr = 16;
   ks.mr = 12;
   ks.nr = 16;
   ks.mc = kAvx512BlockMc / 2;
@@ -475,6 +499,39 @@ void gemm_dot_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) 
   });
 }
 
+// op(A) B^T as its transpose (see the CtKernel contract): each thread packs all of op(A) into
+// NR-row panels holding all of k, then takes its share of B's rows, MR at a time, each MR-row
+// group of B meeting every panel of op(A) while it is in L1. Threads cut n (B's rows).
+template <class T>
+void gemm_ct_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
+  const int64_t MR = ks.ct_mr, NR = ks.ct_nr;
+  const int64_t panels = ceil_div(pr.m, NR);
+  const int64_t units = ceil_div(pr.n, MR);
+  const int64_t parts = parallel ? std::min<int64_t>(get_num_threads(), units) : 1;
+  run_tasks(parts, parts > 1, [&](int64_t t) {
+    const int64_t j0 = t * units / parts * MR, j1 = std::min(pr.n, (t + 1) * units / parts * MR);
+    PackBuffers<T>& buffers = pack_buffers<T>();
+    T* a_pack = PackBuffers<T>::get(buffers.a_store, size_t(panels * NR * pr.k));
+    for (int64_t s = 0; s < panels; ++s) {
+      pack_a_panel(ks.pack, a_pack + s * NR * pr.k, pr.a, pr.lda, pr.trans_a, s * NR,
+                   std::min(NR, pr.m - s * NR), 0, pr.k, NR);
+    }
+    // The epilogue takes kEpilogueSlivers groups of B's rows (columns of C) at a time.
+    const int64_t group = MR * kEpilogueSlivers;
+    for (int64_t g0 = j0; g0 < j1; g0 += group) {
+      const int64_t g1 = std::min(j1, g0 + group);
+      for (int64_t j = g0; j < g1; j += MR) {
+        for (int64_t s = 0; s < panels; ++s) {
+          ks.ct(pr.k, pr.b + j * pr.ldb, pr.ldb, a_pack + s * NR * pr.k,
+                pr.c + s * NR * pr.ldc + j, pr.ldc, std::min(MR, g1 - j),
+                std::min(NR, pr.m - s * NR), pr.alpha, pr.beta);
+        }
+      }
+      finish_block(pr, 0, g0, pr.m, g1 - g0);
+    }
+  });
+}
+
 // BLIS's loop nest on one thread; with b_direct, full NR slivers of B are read in place (B not
 // transposed) and only a last partial sliver is packed.
 template <class T>
@@ -633,6 +690,9 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
   const bool streams_much = pr.n * pr.k * size >= kParallelMinStreamBytes;
   if (!pr.trans_a && pr.trans_b && pr.m <= ks.dot_max_rows) {
     gemm_dot_path(ks, pr, parallel || (threads && streams_much));
+  } else if (ks.ct && pr.trans_b && pr.m <= ks.ct_max_rows &&
+             round_up(pr.m, ks.ct_nr) * pr.k * size <= kCtMaxPackBytes) {
+    gemm_ct_path(ks, pr, parallel || (threads && streams_much));
   } else if (!pr.trans_b && pr.m == 1) {
     gemm_row_path(ks, pr, parallel || (threads && streams_much));
   } else if (!pr.trans_b && pr.k <= ks.small_k_max && pr.n * size >= kSmallKMinRowBytes) {

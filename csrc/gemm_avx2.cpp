@@ -541,6 +541,16 @@ void gemm_row_avx2_stream(int64_t k, int64_t n, const double* a, int64_t a_step,
   row_kernel<F64, true>(k, n, a, a_step, b, ldb, c, alpha, beta);
 }
 
+void gemm_ct_6x16_avx2(int64_t k, const float* b, int64_t ldb, const float* ap, float* c,
+                       int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
+  ct_tile_any<F32, 6>(k, b, ldb, ap, c, ldc, mr, nr, alpha, beta);
+}
+
+void gemm_ct_6x8_avx2(int64_t k, const double* b, int64_t ldb, const double* ap, double* c,
+                      int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
+  ct_tile_any<F64, 6>(k, b, ldb, ap, c, ldc, mr, nr, alpha, beta);
+}
+
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                        float* c, int64_t ldc, int64_t mi, int64_t nj, float alpha, float beta) {
   dot_4x3<F32>(k, a, lda, b, ldb, c, ldc, mi, nj, alpha, beta);

@@ -152,4 +152,14 @@ void gemm_12x16_avx512_stream(int64_t k, const double* ap, const double* bp, int
   tile_any<F64x8, true>(k, ap, bp, b_step, c, ldc, mr, nr, alpha, beta);
 }
 
+void gemm_ct_12x32_avx512(int64_t k, const float* b, int64_t ldb, const float* ap, float* c,
+                          int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
+  ct_tile_any<F32x16, kMR>(k, b, ldb, ap, c, ldc, mr, nr, alpha, beta);
+}
+
+void gemm_ct_12x16_avx512(int64_t k, const double* b, int64_t ldb, const double* ap, double* c,
+                          int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
+  ct_tile_any<F64x8, kMR>(k, b, ldb, ap, c, ldc, mr, nr, alpha, beta);
+}
+
 }  // namespace fastnn::gemm_detail

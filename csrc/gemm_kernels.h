@@ -42,6 +42,19 @@
 //   Each dot product accumulates in vector lanes over whole vectors of k, then sums the lanes
 //   in a fixed order, then adds the k remainder in order. The result of an element depends only
 //   on its two rows, never on the tile it was computed in. beta == 0: C is not read.
+//
+// C^T-tile contract (every CtKernel), used for op(A) * B^T with few rows of op(A), computed as
+// its transpose B * op(A)^T so that B (n x k, row stride ldb: a Linear layer's weight) is read
+// in place by broadcasts and only op(A), which is small, is packed:
+//
+//   C[j*ldc + i] = alpha * sum_{p<k} B[i*ldb + p] * Ap[p*NR + j]  (+ beta * C[j*ldc + i])
+//   for i < mr <= MR (rows of B, columns of C) and j < nr <= NR (rows of C).
+//
+//   Ap  packed panel of NR rows of op(A): for each k step, NR consecutive values; rows nr..NR-1
+//       are zero padding. Only rows i < mr of B and their first k values are read.
+//   All of k in one call, each sum from zero in k order, then the micro-kernels' store
+//   arithmetic, so an element's value depends only on its row of A and row of B.
+//   beta == 0: C is not read.
 // ---------------------------------------------------------------------------------------------
 #pragma once
 
@@ -65,6 +78,10 @@ using PackPanelFn = void (*)(T* dst, const T* src, int64_t ld, bool interleaved,
 template <class T>
 using RowKernel = void (*)(int64_t k, int64_t n, const T* a, int64_t a_step, const T* b,
                            int64_t ldb, T* c, T alpha, T beta);
+
+template <class T>
+using CtKernel = void (*)(int64_t k, const T* b, int64_t ldb, const T* ap, T* c, int64_t ldc,
+                          int64_t mr, int64_t nr, T alpha, T beta);
 
 template <class T>
 using DotKernel = void (*)(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
@@ -96,6 +113,11 @@ void gemm_row_avx2_stream(int64_t k, int64_t n, const float* a, int64_t a_step, 
                           int64_t ldb, float* c, float alpha, float beta);
 void gemm_row_avx2_stream(int64_t k, int64_t n, const double* a, int64_t a_step, const double* b,
                           int64_t ldb, double* c, double alpha, double beta);
+// C^T tiles of 6 x 16 floats and 6 x 8 doubles (CtKernel).
+void gemm_ct_6x16_avx2(int64_t k, const float* b, int64_t ldb, const float* ap, float* c,
+                       int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
+void gemm_ct_6x8_avx2(int64_t k, const double* b, int64_t ldb, const double* ap, double* c,
+                      int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta);
 void gemm_dot_4x3_avx2(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                        float* c, int64_t ldc, int64_t mi, int64_t nj, float alpha, float beta);
 void gemm_dot_4x3_avx2(int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
@@ -115,6 +137,12 @@ void gemm_12x32_avx512_stream(int64_t k, const float* ap, const float* bp, int64
 void gemm_12x16_avx512_stream(int64_t k, const double* ap, const double* bp, int64_t b_step,
                               double* c, int64_t ldc, int64_t mr, int64_t nr, double alpha,
                               double beta);
+
+// C^T tiles of 12 x 32 floats and 12 x 16 doubles (CtKernel).
+void gemm_ct_12x32_avx512(int64_t k, const float* b, int64_t ldb, const float* ap, float* c,
+                          int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
+void gemm_ct_12x16_avx512(int64_t k, const double* b, int64_t ldb, const double* ap, double* c,
+                          int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta);
 
 // Packs one full micro-panel of r rows (r = MR or NR of the AVX2 or AVX-512 kernels: 6, 12, 16
 // or 32 floats, 6, 8, 12 or 16 doubles) and kc steps: dst[p * r + i] = src[i * ld + p] when

@@ -162,6 +162,15 @@ const Case kCases[] = {
     {"small_m_direct_b_edge", 3, 33, 70, true, false},
     {"small_m_dot", 16, 77, 70, false, true},
     {"dot_m_not_multiple_of_tile", 11, 23, 40, false, true},
+    {"ct_batch_32_linear", 32, 100, 70, false, true},           // C^T tiles, B in place
+    {"ct_just_above_dot", 13, 50, 64, false, true},
+    {"ct_rows_not_multiple_of_panel", 45, 37, 29, false, true},  // partial tiles both ways
+    {"ct_one_row_of_b", 20, 1, 40, false, true},
+    {"ct_trans_a", 17, 26, 33, true, true},
+    {"ct_strided_beta", 24, 30, 19, false, true, 3, 5, 2, 1.5, 0.5},
+    {"ct_many_panels", 200, 50, 300, false, true},
+    {"ct_above_max_rows", 257, 50, 30, false, true},            // packed path again
+    {"ct_panels_above_limit", 20, 8, 9000, false, true},        // packed path again
     {"trans_a", 33, 29, 31, true, false},
     {"trans_b", 33, 29, 31, false, true},
     {"trans_both", 33, 29, 31, true, true},
