@@ -100,16 +100,20 @@ def fastnn_env(threads: int) -> Dict[str, object]:
     return {"env": env, "unset": ()}
 
 
+def _prefer_in_tree_build(env: dict) -> None:
+    """Puts the checkout's python/ first on env's PYTHONPATH when it holds a compiled fastnn: an
+    in-tree development build wins over an installed fastnn only when it exists."""
+    package_dir = os.path.join(REPO_ROOT, "python", "fastnn")
+    if os.path.isdir(package_dir) and any(f.startswith("_core") for f in os.listdir(package_dir)):
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.path.dirname(package_dir), env.get("PYTHONPATH", "")) if p)
+
+
 def run_impl(impl: Impl, timeout: float = 600.0) -> float:
     """Runs one implementation in a fresh child process and returns its float result."""
     env = {k: v for k, v in os.environ.items() if k not in impl.unset}
     env.update(impl.env)
-    python_dir = os.path.join(REPO_ROOT, "python")
-    if os.path.isdir(python_dir):
-        # An in-tree development build wins over an installed fastnn only when it exists.
-        if any(f.startswith("_core") for f in os.listdir(os.path.join(python_dir, "fastnn"))):
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (python_dir, env.get("PYTHONPATH", "")) if p)
+    _prefer_in_tree_build(env)
     spec = json.dumps({"path": os.path.abspath(impl.path), "func": impl.func,
                        "kwargs": impl.kwargs})
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", spec],
@@ -288,8 +292,7 @@ def machine_report(threads: List[int]) -> str:
     probe = ("import fastnn, fastnn._core as c; print(fastnn.__version__, c.kernel_isa(), "
              "c.openmp_enabled(), fastnn.__file__)")
     env = dict(os.environ)
-    python_dir = os.path.join(REPO_ROOT, "python")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (python_dir, env.get("PYTHONPATH", "")) if p)
+    _prefer_in_tree_build(env)
     proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     fastnn_info = proc.stdout.strip() if proc.returncode == 0 else "not importable"
     lines = [

@@ -113,10 +113,6 @@ def check_first_layer(weight, who: str) -> None:
                              f"{error:.3g}")
 
 
-
-
-
-
 # --- implementations (each runs in its own process) --------------------------------------------
 def run_fastnn(mode: str, batch: int, threads: int, min_time: float) -> float:
     import numpy as np
