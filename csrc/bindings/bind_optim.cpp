@@ -55,16 +55,17 @@ class TensorLists {
   TensorLists(std::string op, const py::object& params, const char* params_name = "params")
       : op_(std::move(op)), params_name_(params_name) {
     params_ = arrays(params_name, params);
-    const std::string first = item(params_name, 0);
     for (size_t i = 0; i < params_.size(); ++i) {
-      const std::string name = item(params_name, i);
-      if (i == 0) {
-        dtype_ = float_array(op_, name.c_str(), params_[0]);
-      } else {
-        float_like(op_, name.c_str(), params_[i], first.c_str(), params_[0]);
+      if (i == 0 || !conforms(params_[i], params_[0], true)) {
+        const std::string name = item(params_name, i), first = item(params_name, 0);
+        if (i == 0) {
+          dtype_ = float_array(op_, name.c_str(), params_[0]);
+        } else {
+          float_like(op_, name.c_str(), params_[i], first.c_str(), params_[0]);
+        }
+        writable(op_, name.c_str(), params_[i]);
       }
-      writable(op_, name.c_str(), params_[i]);
-      add_range(params_[i], name, true);
+      add_range(params_[i], params_name, i, true);
     }
   }
 
@@ -78,11 +79,13 @@ class TensorLists {
                     "; the lists must have equal lengths");
     }
     for (size_t i = 0; i < arrs.size(); ++i) {
-      const std::string n = item(name, i), p = item(params_name_.c_str(), i);
-      float_like(op_, n.c_str(), arrs[i], p.c_str(), params_[i]);
-      same_shape(op_, n.c_str(), arrs[i], p.c_str(), params_[i]);
-      if (written) writable(op_, n.c_str(), arrs[i]);
-      add_range(arrs[i], n, written);
+      if (!conforms(arrs[i], params_[i], written) || !same_dims(arrs[i], params_[i])) {
+        const std::string n = item(name, i), p = item(params_name_.c_str(), i);
+        float_like(op_, n.c_str(), arrs[i], p.c_str(), params_[i]);
+        same_shape(op_, n.c_str(), arrs[i], p.c_str(), params_[i]);
+        if (written) writable(op_, n.c_str(), arrs[i]);
+      }
+      add_range(arrs[i], name, i, written);
     }
     return arrs;
   }
@@ -98,7 +101,7 @@ class TensorLists {
     for (const Range& r : ranges_) {
       const Range* other = r.written ? reach_any : reach_written;
       if (other && r.begin < other->end) {
-        fail(op_, r.name + " overlaps " + other->name +
+        fail(op_, item(r.list, r.index) + " overlaps " + item(other->list, other->index) +
                       " in memory; every parameter, gradient and state needs its own array");
       }
       if (!reach_any || r.end > reach_any->end) reach_any = &r;
@@ -114,9 +117,29 @@ class TensorLists {
   struct Range {
     const char* begin;
     const char* end;
-    std::string name;
+    const char* list;  // the array is list[index]: its name is built only for an error
+    size_t index;
     bool written;
   };
+
+  // Whether `a` passes every check against `ref`, an array already checked (or the first
+  // parameter, checked in full): the same dtype object, C-contiguous, writable when written.
+  // Most calls of a training loop take this path and never build the names error messages use;
+  // an array that fails it is checked in full, which either raises or passes.
+  static bool conforms(const py::array& a, const py::array& ref, bool written) {
+    const auto* ap = py::detail::array_proxy(a.ptr());
+    const auto* rp = py::detail::array_proxy(ref.ptr());
+    return ap->descr == rp->descr && (ap->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
+           (!written || (ap->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
+  }
+
+  static bool same_dims(const py::array& a, const py::array& ref) {
+    if (a.ndim() != ref.ndim()) return false;
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+      if (a.shape(d) != ref.shape(d)) return false;
+    }
+    return true;
+  }
 
   std::vector<py::array> arrays(const char* name, const py::object& list) {
     if (!py::isinstance<py::list>(list) && !py::isinstance<py::tuple>(list)) {
@@ -134,10 +157,10 @@ class TensorLists {
     return out;
   }
 
-  void add_range(const py::array& a, std::string name, bool written) {
+  void add_range(const py::array& a, const char* list, size_t index, bool written) {
     if (a.nbytes() == 0) return;
     const char* begin = static_cast<const char*>(a.data());
-    ranges_.push_back({begin, begin + a.nbytes(), std::move(name), written});
+    ranges_.push_back({begin, begin + a.nbytes(), list, index, written});
   }
 
   std::string op_;

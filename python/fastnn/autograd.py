@@ -145,7 +145,7 @@ def backward(root, gradient=None, retain_graph=False):
                 f"backward: gradient can be implicit only for a single-element tensor, "
                 f"got shape {root._data.shape}; pass gradient="
             )
-        seed = np.ones_like(root._data)
+        seed = np.ones(root._data.shape, root._data.dtype)  # np.ones_like costs 1 us more
     else:
         seed = np.asarray(getattr(gradient, "_data", gradient), dtype=root._data.dtype)
         if seed.shape != root._data.shape:
@@ -159,7 +159,9 @@ def backward(root, gradient=None, retain_graph=False):
         return
     grads = {id(root): seed}
     leaf_grads = {}  # id -> [leaf, summed gradient]
-    with no_grad():
+    recording = is_grad_enabled()
+    set_grad_enabled(False)  # as no_grad() does, without building a context manager per call
+    try:
         for node in _operation_order(root):
             grad = grads.pop(id(node), None)
             if grad is None:
@@ -192,3 +194,5 @@ def backward(root, gradient=None, retain_graph=False):
                 node._freed = True
         for leaf, grad in leaf_grads.values():
             _accumulate_leaf(leaf, grad)
+    finally:
+        set_grad_enabled(recording)

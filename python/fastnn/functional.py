@@ -333,10 +333,15 @@ def _labels(target, op: str, rows: int) -> np.ndarray:
     labels = _as_array(target)
     if labels.dtype.kind not in "iu":
         raise TypeError(f"{op}: class-index targets must be integers, got dtype {labels.dtype}")
-    labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    if labels.dtype != np.int64 or labels.ndim != 1 or not labels.flags.c_contiguous:
+        labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
     if labels.shape[0] != rows:
         raise ValueError(f"{op}: input has {rows} rows but target has {labels.shape[0]} labels")
     return labels
+
+
+def _unchanged(value):
+    return value
 
 
 def _classes_last(input: Tensor, op: str):
@@ -344,7 +349,7 @@ def _classes_last(input: Tensor, op: str):
     if input.ndim == 1:
         return input.reshape(1, -1), (lambda t: t.reshape(())), (lambda lab: lab.reshape(1))
     if input.ndim == 2:
-        return input, (lambda t: t), (lambda lab: lab)
+        return input, _unchanged, _unchanged
     if input.ndim > 2:
         spatial = input.shape[2:]
         moved = input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])

@@ -7,26 +7,31 @@ element i of every argument belongs to parameter i. Argument checks happen in th
 from .. import _ops as _core
 
 
-def sgd_step(params, grads, momentum_buffers, **options):
-    """options: lr, momentum, dampening, weight_decay, nesterov, maximize, first_step."""
-    _core.sgd_step(params, grads, momentum_buffers, **options)
+# The keyword arguments of these wrappers go on to the kernels by position: pybind11 matches
+# keywords by name, which cost about 2.5 us a call on a 6-parameter model (a training step at
+# batch 1 takes about 200 us in all).
+def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov,
+             maximize, first_step):
+    _core.sgd_step(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay,
+                   nesterov, maximize, first_step)
 
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, **options):
-    """options: lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
-    max_exp_avg_sqs, maximize. step is the 1-based count after this update."""
-    _core.adam_step(params, grads, exp_avgs, exp_avg_sqs, step, **options)
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, *, lr, beta1, beta2, eps, weight_decay,
+              decoupled_weight_decay, max_exp_avg_sqs, maximize):
+    """step is the 1-based count after this update."""
+    _core.adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+                    weight_decay, decoupled_weight_decay, max_exp_avg_sqs, maximize)
 
 
-def rmsprop_step(params, grads, square_avgs, **options):
-    """options: lr, alpha, eps, weight_decay, momentum, momentum_buffers, centered,
-    grad_avgs, maximize."""
-    _core.rmsprop_step(params, grads, square_avgs, **options)
+def rmsprop_step(params, grads, square_avgs, *, lr, alpha, eps, weight_decay, momentum,
+                 momentum_buffers, centered, grad_avgs, maximize):
+    _core.rmsprop_step(params, grads, square_avgs, lr, alpha, eps, weight_decay, momentum,
+                       momentum_buffers, centered, grad_avgs, maximize)
 
 
-def adagrad_step(params, grads, state_sums, step, **options):
-    """options: lr, lr_decay, weight_decay, eps, maximize. step as for adam_step."""
-    _core.adagrad_step(params, grads, state_sums, step, **options)
+def adagrad_step(params, grads, state_sums, step, *, lr, lr_decay, weight_decay, eps, maximize):
+    """step as for adam_step."""
+    _core.adagrad_step(params, grads, state_sums, step, lr, lr_decay, weight_decay, eps, maximize)
 
 
 def sum_of_squares(arrays):

@@ -35,6 +35,11 @@ class _ParamState(MutableMapping):
             item = self._items[id(param)] = (param, {})
         return item[1]
 
+    def get(self, param, default=None):
+        # Mapping.get would go through __getitem__, which stores an empty dict for a new param.
+        item = self._items.get(id(param))
+        return default if item is None else item[1]
+
     def __setitem__(self, param, value):
         self._items[id(param)] = (param, value)
 

@@ -66,10 +66,10 @@ class SGD(Optimizer):
                 first = False
                 buf = None
                 if use_momentum:
-                    st = state[p]
-                    buf = st.get("momentum_buffer")
+                    st = state.get(p)
+                    buf = st.get("momentum_buffer") if st is not None else None
                     if buf is None:
-                        buf = st["momentum_buffer"] = np.zeros(data.shape, data.dtype)
+                        buf = state[p]["momentum_buffer"] = np.zeros(data.shape, data.dtype)
                         first = True
                 key = (data.dtype, first)
                 bucket = buckets.get(key)
