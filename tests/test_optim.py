@@ -1,10 +1,12 @@
 import copy
 import pickle
+import weakref
 
 import numpy as np
 import pytest
 
 from fastnn import Tensor, optim
+from fastnn import manual_seed as fastnn_seed
 from fastnn.nn import Parameter
 from fastnn.optim import _kernels
 
@@ -337,6 +339,75 @@ def test_zero_grad_without_set_to_none_zeros_in_place():
     optim.SGD([p, q]).zero_grad(set_to_none=False)
     assert p.grad.data is g and np.array_equal(g, np.zeros(3))
     assert q.grad is None
+
+
+def _linear_and_input():
+    from fastnn import nn
+    layer = nn.Linear(3, 2)
+    return layer, np.arange(12, dtype=np.float32).reshape(4, 3)
+
+
+@pytest.mark.parametrize("reset", ["optimizer", "module"])
+def test_zero_grad_lets_the_next_backward_reuse_an_unreferenced_gradient(reset):
+    layer, x = _linear_and_input()
+    opt = optim.SGD(layer.parameters(), lr=0.1)
+    zero_grad = opt.zero_grad if reset == "optimizer" else layer.zero_grad
+    layer(x).sum().backward()
+    before = weakref.ref(layer.weight.grad.data)  # holds no reference to the array
+    zero_grad()
+    assert layer.weight.grad is None
+    layer(x).sum().backward()
+    assert layer.weight.grad.data is before()
+    assert np.array_equal(layer.weight.grad.data, np.tile(x.sum(0), (2, 1)))
+
+
+@pytest.mark.parametrize("hold", ["tensor", "array", "view"])
+def test_zero_grad_never_reuses_a_gradient_that_is_still_held(hold):
+    layer, x = _linear_and_input()
+    opt = optim.SGD(layer.parameters(), lr=0.1)
+    layer(x).sum().backward()
+    grad = layer.weight.grad
+    held = {"tensor": grad, "array": grad.data, "view": grad.data[:, 1:]}[hold]
+    expected = np.array(held.data if hold == "tensor" else held)
+    del grad
+    opt.zero_grad()
+    (2 * layer(x)).sum().backward()  # a different gradient: overwriting would show
+    assert np.array_equal(held.data if hold == "tensor" else held, expected)
+    assert np.array_equal(layer.weight.grad.data, 2 * np.tile(x.sum(0), (2, 1)))
+
+
+def test_zero_grad_does_not_reuse_a_gradient_of_another_dtype():
+    layer, x = _linear_and_input()
+    opt = optim.SGD(layer.parameters(), lr=0.1)
+    layer(x).sum().backward()
+    opt.zero_grad()
+    for p in layer.parameters():  # a new dtype: the float32 spares do not fit
+        p.data = p.data.astype(np.float64)
+    layer(x.astype(np.float64)).sum().backward()
+    assert layer.weight.grad.data.dtype == np.float64
+    assert np.array_equal(layer.weight.grad.data, np.tile(x.sum(0), (2, 1)))
+
+
+def test_training_with_reused_gradients_matches_fresh_ones_bit_for_bit():
+    from fastnn import nn
+    runs = []
+    for reuse in (True, False):
+        fastnn_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            x = rng.standard_normal((6, 5)).astype(np.float32)
+            if reuse:
+                opt.zero_grad()
+            else:
+                for p in model.parameters():
+                    p.grad = None  # plain assignment keeps no spare
+            (model(x) ** 2).mean().backward()
+            opt.step()
+        runs.append([p.data.copy() for p in model.parameters()])
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
 
 
 def test_step_returns_the_closure_loss():

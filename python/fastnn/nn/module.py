@@ -6,6 +6,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ..autograd import release_grad
 from ..tensor import Tensor, _as_array
 from .parameter import Parameter
 
@@ -174,7 +175,7 @@ class Module:
             if param.grad is None:
                 continue
             if set_to_none:
-                param.grad = None
+                release_grad(param)
             else:
                 param.grad.data[...] = 0
 

@@ -14,13 +14,16 @@ class Parameter(Tensor):
     place.
     """
 
-    __slots__ = ()
+    # _spare_grad: a released gradient array that the next backward may reuse (see
+    # fastnn.autograd.release_grad).
+    __slots__ = ("_spare_grad",)
 
     def __init__(self, data, requires_grad: bool = True):
         array = _as_array(data)
         if array.dtype.kind != "f":
             array = array.astype(np.float32)
         super().__init__(np.ascontiguousarray(array), requires_grad=requires_grad)
+        self._spare_grad = None
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()

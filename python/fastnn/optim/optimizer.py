@@ -13,7 +13,7 @@ from collections.abc import Iterable, MutableMapping
 
 import numpy as np
 
-from ..autograd import enable_grad
+from ..autograd import enable_grad, release_grad
 
 __all__ = ["Optimizer"]
 
@@ -163,13 +163,17 @@ class Optimizer:
     # --- stepping -----------------------------------------------------------------------------
 
     def zero_grad(self, set_to_none=True):
-        """Reset the gradients of all parameters: to None (default) or to zeros in place."""
+        """Reset the gradients of all parameters: to None (default) or to zeros in place.
+
+        With set_to_none, a parameter's next backward writes into its old array while nothing
+        else refers to that array (see fastnn.autograd.release_grad), instead of allocating.
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if set_to_none:
-                    p.grad = None
+                    release_grad(p)
                 else:
                     p.grad.data[...] = 0
 
