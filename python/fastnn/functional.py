@@ -183,7 +183,8 @@ def linear_chain(x, layers) -> Tensor:
         x2 = current
         if x2.dtype != w.dtype or not x2.flags.c_contiguous:
             x2 = np.ascontiguousarray(x2, dtype=w.dtype)
-        x2 = x2.reshape(rows, w.shape[1])
+        if x2.ndim != 2:  # only the chain's input can be other than (rows, in)
+            x2 = x2.reshape(rows, w.shape[1])
         y2 = np.empty((rows, w.shape[0]), dtype=w.dtype)
         z2 = (np.empty_like(y2) if needs_grad and _needs_preactivation(activation, alpha)
               else None)
@@ -201,7 +202,9 @@ def linear_chain(x, layers) -> Tensor:
         grads = [None] * len(parents)
         for layer in range(len(plan) - 1, -1, -1):
             w, b, activation, alpha, at = plan[layer]
-            g2 = np.ascontiguousarray(g, dtype=w.dtype).reshape(rows, w.shape[0])
+            g2 = g
+            if g2.dtype != w.dtype or not g2.flags.c_contiguous or g2.ndim != 2:
+                g2 = np.ascontiguousarray(g2, dtype=w.dtype).reshape(rows, w.shape[0])
             # Frozen layers at the bottom (fine-tuning) get no input gradient computed.
             dx = np.empty_like(inputs[layer]) if wanted_below[layer] else None
             dw, acc_w, return_w = _grad_target(parents[at])
