@@ -626,12 +626,15 @@ void gemm_small_k_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parall
 // threads never wait for each other inside the call (a barrier costs a whole time slice when
 // another process holds the other core). The cost is that each thread packs its own copy of the
 // operand along the uncut dimension, so the cut goes across the dimension whose operand is
-// smaller: cutting m duplicates B (k x n), cutting n duplicates A (m x k).
+// smaller: cutting m duplicates B (k x n), cutting n duplicates A (m x k). A transposed A (a
+// weight gradient dZ^T X) is cut along m whatever the sizes: each thread then writes whole rows
+// of C, one contiguous half, which measured faster inside training steps of the MLP (2 threads,
+// Zen 4: the gradient of Linear(784, 512) 4-5% faster at batch 32, 128 and 512, the step 1-2.5%).
 template <class T>
 void gemm_packed_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel,
                       bool b_direct) {
   const int64_t threads = parallel ? get_num_threads() : 1;
-  const bool cut_rows = !b_direct && pr.m > pr.n;
+  const bool cut_rows = !b_direct && (pr.m > pr.n || pr.trans_a);
   const int64_t unit = cut_rows ? ks.mr : ks.nr;
   const int64_t units = ceil_div(cut_rows ? pr.m : pr.n, unit);
   const int64_t parts = std::min(threads, units);
