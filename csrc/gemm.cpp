@@ -351,13 +351,18 @@ int64_t balanced_block(int64_t total, int64_t max_block, int64_t unit) {
 }
 
 // Runs body(t) for t in [0, count): on every allowed thread when `parallel`, else in order here.
+// Thread i of T owns the i-th contiguous block of tasks (see parallel_for_owned), so that the
+// paths that cut C, A or B into one block per thread give each thread the same part of a
+// weight, call after call, and the same rows as the optimizer's update (see for_chunks in
+// optim.cpp): what one kernel leaves in a core's cache, the next one finds there.
 template <class Body>
 void run_tasks(int64_t count, bool parallel, Body&& body) {
   auto chunk = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) body(t);
   };
   if (parallel) {
-    parallel_for(count, 1, kParallelMinWork, chunk);
+    auto owner = [count](int64_t t, int threads) { return int(t * threads / count); };
+    parallel_for_owned(count, kParallelMinWork, owner, body);
   } else {
     chunk(0, count);
   }

@@ -33,7 +33,11 @@ std::vector<Chunk> make_chunks(const List& tensors, int64_t* total) {
 }
 
 // body(tensor entry, begin, end) over every chunk of every tensor, in parallel when the whole
-// list is worth it (cost_per_elem as in parallel_for).
+// list is worth it (cost_per_elem as in parallel_for). Thread i of T owns the i-th contiguous
+// share of every tensor: the rows of a weight gradient that the GEMM on as many threads wrote
+// from that core, and of the weight that the next forward reads there. Measured inside MLP
+// training steps on 2 threads (Zen 4, alternated processes): the update 9-12% faster than with
+// chunks handed out in turn, the whole step 0-6% faster at batch 32 and about 7% at batch 1.
 template <class List, class Body>
 void for_chunks(const List& tensors, int64_t cost_per_elem, Body&& body) {
   int64_t total = 0;
@@ -41,10 +45,11 @@ void for_chunks(const List& tensors, int64_t cost_per_elem, Body&& body) {
   const int64_t n = int64_t(chunks.size());
   if (n == 0) return;
   const int64_t cost_per_chunk = std::max<int64_t>(1, total * cost_per_elem / n);
-  parallel_for(n, 1, cost_per_chunk, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      body(tensors[chunks[c].tensor], chunks[c].begin, chunks[c].end);
-    }
+  auto owner = [&](int64_t c, int threads) {
+    return int(chunks[c].begin * threads / tensors[chunks[c].tensor].size);
+  };
+  parallel_for_owned(n, cost_per_chunk, owner, [&](int64_t c) {
+    body(tensors[chunks[c].tensor], chunks[c].begin, chunks[c].end);
   });
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -56,6 +57,42 @@ void parallel_for(int64_t n, int64_t grain, int64_t cost_per_item, Body&& body) 
     const int64_t begin = c * grain;
     body(begin, std::min(n, begin + grain));
   }
+}
+
+// Calls body(item) for every item in [0, n), in parallel when n * cost_per_item >= kParallelMinWork
+// and more than one thread is allowed. Item i belongs to thread owner(i, threads): each thread
+// first runs its own items in order, then takes the items of the others that have not started,
+// so a thread slowed by another process hands the rest of its share over. Owners let
+// consecutive calls give each thread the same part of the same arrays (its cache holds them);
+// which thread runs an item never changes what the item computes.
+template <class Owner, class Body>
+void parallel_for_owned(int64_t n, int64_t cost_per_item, Owner&& owner, Body&& body) {
+  if (n <= 0) return;
+  (void)cost_per_item;
+  (void)owner;
+#ifdef FASTNN_OPENMP
+  const int threads = get_num_threads();
+  if (threads > 1 && n > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork) {
+    const int use = static_cast<int>(std::min<int64_t>(threads, n));
+    std::vector<int> owners(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) owners[static_cast<size_t>(i)] = owner(i, use);
+    std::vector<std::atomic<bool>> started(static_cast<size_t>(n));
+    for (auto& flag : started) flag.store(false, std::memory_order_relaxed);
+#pragma omp parallel num_threads(use)
+    {
+      const int me = omp_get_thread_num();
+      for (int own = 1; own >= 0; --own) {  // own items first, then anyone's
+        for (int64_t i = 0; i < n; ++i) {
+          if (own && owners[static_cast<size_t>(i)] != me) continue;
+          if (started[static_cast<size_t>(i)].exchange(true, std::memory_order_relaxed)) continue;
+          body(i);
+        }
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) body(i);
 }
 
 // Block size for deterministic reductions: fixed, so the summation order never depends on the
