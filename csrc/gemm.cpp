@@ -251,8 +251,9 @@ KernelSet<T> portable_kernels() {
   constexpr int NR = 32 / int(sizeof(T));
   // No ct path: its tile in plain loops took 3.5 times the packed path's time (SSE2 code on Zen
   // 4, 64..256 x 784 x 512). The row kernel: at m == 1 it took a third of this set's packed time
-  // (1x784x512, SSE2 code on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4 in double; the AVX2
-  // set's limits are kept, as this set's real targets (other ISAs) were not measured.
+  // (1x784x512, SSE2 code on Zen 3). Small k: it stayed ahead up to k = 16 in float and k = 4
+  // in double; the AVX2 set's limits are kept, as this set's real targets (other ISAs) were not
+  // measured.
   return {&gemm_tile_portable<T, 4, NR>, nullptr, 4, NR, 128, 256, 4096,
           &gemm_dot_2x2_portable<T>, 2, 2, 2, kDotMaxRows, nullptr, 0, 0, 0, nullptr,
           &gemm_row_portable<T>,
@@ -357,14 +358,11 @@ int64_t balanced_block(int64_t total, int64_t max_block, int64_t unit) {
 // optim.cpp): what one kernel leaves in a core's cache, the next one finds there.
 template <class Body>
 void run_tasks(int64_t count, bool parallel, Body&& body) {
-  auto chunk = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) body(t);
-  };
   if (parallel) {
     auto owner = [count](int64_t t, int threads) { return int(t * threads / count); };
     parallel_for_owned(count, kParallelMinWork, owner, body);
   } else {
-    chunk(0, count);
+    for (int64_t t = 0; t < count; ++t) body(t);
   }
 }
 

@@ -74,8 +74,6 @@ void parallel_for_owned(int64_t n, int64_t cost_per_item, Owner&& owner, Body&& 
   const int threads = get_num_threads();
   if (threads > 1 && n > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork) {
     const int use = static_cast<int>(std::min<int64_t>(threads, n));
-    std::vector<int> owners(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) owners[static_cast<size_t>(i)] = owner(i, use);
     std::vector<std::atomic<bool>> started(static_cast<size_t>(n));
     for (auto& flag : started) flag.store(false, std::memory_order_relaxed);
 #pragma omp parallel num_threads(use)
@@ -83,7 +81,7 @@ void parallel_for_owned(int64_t n, int64_t cost_per_item, Owner&& owner, Body&& 
       const int me = omp_get_thread_num();
       for (int own = 1; own >= 0; --own) {  // own items first, then anyone's
         for (int64_t i = 0; i < n; ++i) {
-          if (own && owners[static_cast<size_t>(i)] != me) continue;
+          if (own && owner(i, use) != me) continue;
           if (started[static_cast<size_t>(i)].exchange(true, std::memory_order_relaxed)) continue;
           body(i);
         }
