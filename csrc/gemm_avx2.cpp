@@ -155,7 +155,9 @@ inline void tile_6x2v(int64_t k, const typename O::T* ap, const typename O::T* b
     }
     return;
   }
-  store_partial_tile<O, 6>(acc, c, ldc, mr, nr, alpha, beta);
+  alignas(64) T sums[6][NR];
+  store_sums<O, 6>(acc, sums);
+  store_partial_tile<O, 6>(sums, c, ldc, mr, nr, alpha, beta);
 }
 
 #undef FASTNN_TILE_STEP
@@ -181,7 +183,9 @@ void tile_rows_2v(int64_t k, const typename O::T* ap, const typename O::T* bp, i
     ap += 6;
     bp += b_step;
   }
-  store_partial_tile<O, ROWS>(acc, c, ldc, ROWS, nr, alpha, beta);
+  alignas(64) typename O::T sums[ROWS][2 * L];
+  store_sums<O, ROWS>(acc, sums);
+  store_partial_tile<O, ROWS>(sums, c, ldc, ROWS, nr, alpha, beta);
 }
 
 template <class O, bool kStream>

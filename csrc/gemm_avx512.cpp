@@ -94,23 +94,32 @@ void tile_rows(int64_t k, const typename O::T* ap, const typename O::T* bp, int6
   }
 
   if (!kFull || mr != kMR || nr != NR) {
-    store_partial_tile<O, ROWS>(acc, c, ldc, mr, nr, alpha, beta);
+    alignas(64) T sums[ROWS][NR];
+    store_sums<O, ROWS>(acc, sums);
+    store_partial_tile<O, ROWS>(sums, c, ldc, mr, nr, alpha, beta);
     return;
   }
-  const V va = O::set1(alpha), vb = O::set1(beta);
+  if (alpha != T(1)) {  // alpha * sum is the sum itself when alpha is 1: skip 24 multiplies
+    const V va = O::set1(alpha);
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+      acc[i][0] = O::mul(va, acc[i][0]);
+      acc[i][1] = O::mul(va, acc[i][1]);
+    }
+  }
+  const V vb = O::set1(beta);
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i) {
     T* row = c + i * ldc;
-    const V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
     if (stream) {
-      O::stream(row, r0);
-      O::stream(row + L, r1);
+      O::stream(row, acc[i][0]);
+      O::stream(row + L, acc[i][1]);
     } else if (beta == T(0)) {
-      O::store(row, r0);
-      O::store(row + L, r1);
+      O::store(row, acc[i][0]);
+      O::store(row + L, acc[i][1]);
     } else {
-      O::store(row, O::fma(vb, O::load(row), r0));
-      O::store(row + L, O::fma(vb, O::load(row + L), r1));
+      O::store(row, O::fma(vb, O::load(row), acc[i][0]));
+      O::store(row + L, O::fma(vb, O::load(row + L), acc[i][1]));
     }
   }
 }

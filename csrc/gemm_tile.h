@@ -12,13 +12,16 @@
 namespace fastnn::gemm_detail {
 namespace {
 
-// The store of a tile with fewer than its MR rows or 2L columns to keep: alpha * acc (+ beta * C)
-// in whole vectors through a buffer, then only rows x nr is copied to C (the full-tile store's
-// arithmetic). C is read only inside rows x nr, and only when beta != 0.
+// The store of a tile with fewer than its MR rows or 2L columns to keep, from its accumulators
+// stored unscaled in `sums`: alpha * sum (+ beta * C) in whole vectors through a buffer, then
+// only rows x nr is copied to C (the full-tile store's arithmetic). C is read only inside
+// rows x nr, and only when beta != 0. The kernels hand over stored sums rather than their
+// accumulator registers: indexing those by a run-time row count would make the compiler keep
+// every accumulator in memory, on the full tiles too.
 template <class O, int ROWS>
-inline void store_partial_tile(const typename O::V (&acc)[ROWS][2], typename O::T* c,
-                               int64_t ldc, int64_t rows, int64_t nr, typename O::T alpha,
-                               typename O::T beta) {
+inline void store_partial_tile(const typename O::T (&sums)[ROWS][2 * O::kLanes],
+                               typename O::T* c, int64_t ldc, int64_t rows, int64_t nr,
+                               typename O::T alpha, typename O::T beta) {
   using T = typename O::T;
   using V = typename O::V;
   constexpr int L = O::kLanes;
@@ -26,7 +29,7 @@ inline void store_partial_tile(const typename O::V (&acc)[ROWS][2], typename O::
   T buf[ROWS][NR];
   const V va = O::set1(alpha), vb = O::set1(beta);
   for (int64_t i = 0; i < rows; ++i) {
-    V r0 = O::mul(va, acc[i][0]), r1 = O::mul(va, acc[i][1]);
+    V r0 = O::mul(va, O::load(sums[i])), r1 = O::mul(va, O::load(sums[i] + L));
     if (beta != T(0)) {
       for (int64_t j = 0; j < NR; ++j) buf[i][j] = j < nr ? c[i * ldc + j] : T(0);
       r0 = O::fma(vb, O::load(buf[i]), r0);
@@ -35,6 +38,18 @@ inline void store_partial_tile(const typename O::V (&acc)[ROWS][2], typename O::
     O::store(buf[i], r0);
     O::store(buf[i] + L, r1);
     for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = buf[i][j];
+  }
+}
+
+// Stores the accumulators of a ROWS x 2L tile into `sums`, for store_partial_tile. The loop
+// is unrolled, so every accumulator is named by constant indices and can stay in a register.
+template <class O, int ROWS>
+inline void store_sums(const typename O::V (&acc)[ROWS][2],
+                       typename O::T (&sums)[ROWS][2 * O::kLanes]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i) {
+    O::store(sums[i], acc[i][0]);
+    O::store(sums[i] + O::kLanes, acc[i][1]);
   }
 }
 
