@@ -25,8 +25,13 @@ std::vector<Chunk> make_chunks(const List& tensors, int64_t* total) {
   for (size_t t = 0; t < tensors.size(); ++t) {
     const int64_t size = tensors[t].size;
     *total += size;
-    for (int64_t b = 0; b < size; b += kChunk) {
-      chunks.push_back({int64_t(t), b, std::min(size, b + kChunk)});
+    // An even number of equal chunks: the first half of them covers the first half of the
+    // tensor, the share of the first of two threads that the GEMMs cut at the middle too.
+    int64_t count = (size + kChunk - 1) / kChunk;
+    if (count > 1) count += count % 2;
+    const int64_t length = count > 0 ? (size + count - 1) / count : 0;
+    for (int64_t b = 0; b < size; b += length) {
+      chunks.push_back({int64_t(t), b, std::min(size, b + length)});
     }
   }
   return chunks;
