@@ -271,6 +271,23 @@ def test_flatten_and_identity():
     assert nn.Identity()(Tensor(x)).shape == (2, 3, 4)
 
 
+class DoubledReLU(nn.ReLU):
+    """An activation subclass with a forward of its own: Sequential must not fuse it away."""
+
+    def forward(self, x):
+        return super().forward(x) * 2.0
+
+
+@pytest.mark.parametrize("layer", [lambda: nn.Linear(3, 4), lambda: nn.Conv1d(3, 4, 1)])
+def test_sequential_runs_an_activation_subclass_own_forward(layer, rng):
+    first, activation = layer(), DoubledReLU()
+    x = rng.standard_normal((2, 3, 5) if isinstance(first, nn.Conv1d) else (5, 3))
+    x = Tensor(x.astype(np.float32))
+    expected = activation(first(x)).data
+    np.testing.assert_array_equal(nn.Sequential(first, activation)(x).data, expected)
+    assert np.abs(expected).max() > 0
+
+
 class Custom(nn.Module):
     def __init__(self):
         super().__init__()

@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -331,3 +332,17 @@ def test_loader_resumes_exactly_through_a_checkpoint(tmp_path):
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         np.testing.assert_array_equal(g, e)
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    # The atomic write goes through a private temporary file; the result must not stay private.
+    path = tmp_path / "weights.safetensors"
+    previous = os.umask(0o022)
+    try:
+        save_file({"w": np.ones(2, np.float32)}, path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        os.chmod(path, 0o640)  # an existing file keeps the mode its owner gave it
+        save_checkpoint(path, model_state={"w": np.zeros(2, np.float32)})
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    finally:
+        os.umask(previous)

@@ -31,6 +31,10 @@ UNARY_CASES = {
     "var": lambda a: a.var(1),
     "std": lambda a: a.std(),
     "max_all": lambda a: a.max(),
+    "min_all": lambda a: a.min(),
+    "mean_all": lambda a: a.mean(),
+    "contiguous": lambda a: a.transpose(0, 2).contiguous() * 2,
+    "astype_round_trip": lambda a: a.astype(np.float64) * a,
     "max_dim": lambda a: a.max(dim=1).values,
     "min_dim_keepdim": lambda a: a.min(dim=2, keepdim=True).values,
     "reshape": lambda a: a.reshape(6, 4) * 2,
@@ -64,6 +68,8 @@ BINARY_CASES = {
     "rdiv_scalar": lambda a, b: 1.0 / b + a,
     "where": lambda a, b: fastnn.where(a.data > 1.0, a, b),
     "maximum": lambda a, b: fastnn.maximum(a, b),
+    "minimum": lambda a, b: fastnn.minimum(a, b),
+    "rpow": lambda a, b: 1.5 ** (a * b),
     "cat": lambda a, b: fastnn.cat([a, b], dim=1),
     "stack": lambda a, b: fastnn.stack([a, b], dim=2),
 }
@@ -248,3 +254,106 @@ def test_operations_match_torch(rng):
     np.testing.assert_allclose(out.item(), tout.item(), rtol=1e-12)
     np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-10)
     np.testing.assert_allclose(b.grad.data, tb.grad.numpy(), rtol=1e-10)
+
+
+OUT_OF_RANGE_DIMS = {
+    "softmax": lambda t: t.softmax(2),
+    "log_softmax": lambda t: fastnn.functional.log_softmax(t, dim=-3),
+    "flatten": lambda t: t.flatten(2),
+    "transpose": lambda t: t.transpose(0, 2),
+    "unsqueeze": lambda t: t.unsqueeze(3),
+    "cat": lambda t: fastnn.cat([t, t], dim=2),
+    "stack": lambda t: fastnn.stack([t, t], dim=-4),
+    "sum": lambda t: t.sum(2),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OUT_OF_RANGE_DIMS))
+def test_out_of_range_dim_raises_instead_of_wrapping(op):
+    # A dim that wrapped around would silently work on another axis (softmax over the batch).
+    with pytest.raises(IndexError, match=r"out of range"):
+        OUT_OF_RANGE_DIMS[op](fastnn.ones(4, 3))
+
+
+def test_negative_dims_count_from_the_end():
+    t = fastnn.ones(4, 3)
+    assert t.unsqueeze(-1).shape == (4, 3, 1)
+    assert t.unsqueeze(-3).shape == (1, 4, 3)
+    assert fastnn.stack([t, t], dim=-1).shape == (4, 3, 2)
+    assert fastnn.cat([t, t], dim=-1).shape == (4, 6)
+    assert t.transpose(-1, -2).shape == (3, 4)
+
+
+def test_cat_and_stack_name_the_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"cat: shapes \[\(4, 3\), \(4, 2\)\]"):
+        fastnn.cat([fastnn.ones(4, 3), fastnn.ones(4, 2)], dim=0)
+    with pytest.raises(ValueError, match=r"stack: .*\(4, 3\), \(3, 4\)"):
+        fastnn.stack([fastnn.ones(4, 3), fastnn.ones(3, 4)])
+    with pytest.raises(ValueError, match=r"flatten: start_dim 1 comes after end_dim 0"):
+        fastnn.ones(2, 3, 4).flatten(1, 0)
+
+
+def test_full_max_and_min_share_the_gradient_among_ties():
+    torch = pytest.importorskip("torch")
+    values = np.array([[1.0, 3.0, 3.0], [2.0, 3.0, -1.0]])
+    for reduce in ("max", "min"):
+        ours = Tensor(values * (1 if reduce == "max" else -1), requires_grad=True)
+        theirs = torch.tensor(ours.data, requires_grad=True)
+        getattr(ours, reduce)().backward()
+        getattr(theirs, reduce)().backward()
+        np.testing.assert_array_equal(ours.grad.data, theirs.grad.numpy())
+    np.testing.assert_array_equal(ours.grad.data, [[0, 1 / 3, 1 / 3], [0, 1 / 3, 0]])
+
+
+def test_reductions_of_empty_tensors():
+    assert np.isnan(fastnn.zeros(0).mean().item())  # 0 / 0, as in PyTorch
+    assert fastnn.zeros(0).sum().item() == 0
+    with pytest.raises(ValueError, match=r"max: the tensor of shape \(0,\) is empty"):
+        fastnn.zeros(0).max()
+
+
+def test_numpy_scalars_keep_a_float32_tensor_float32():
+    t = fastnn.ones(3)
+    for scalar in (np.float64(2.0), np.float32(2.0), np.int64(2), 2.0, 2):
+        assert (t * scalar).dtype == np.float32, type(scalar)
+        assert (scalar * t).dtype == np.float32, type(scalar)
+        assert (t + scalar).dtype == np.float32, type(scalar)
+    assert (fastnn.ones(3, dtype=np.float64) * np.float32(2)).dtype == np.float64
+
+
+def test_no_grad_works_as_a_bare_decorator_and_with_parentheses():
+    @fastnn.no_grad
+    def bare(x):
+        return x * 2
+
+    @fastnn.no_grad()
+    def called(x):
+        return x * 2
+
+    x = fastnn.ones(2, requires_grad=True)
+    assert not bare(x).requires_grad and not called(x).requires_grad
+    assert (x * 2).requires_grad  # the mode is restored on return
+
+
+def test_gradcheck_nudges_views_in_place(rng):
+    # The transpose is a view: a reshaped copy would leave the function's input unchanged and
+    # make every numerical gradient zero.
+    a = Tensor(rng.standard_normal((4, 3)).T, requires_grad=True)
+    assert not a.data.flags.c_contiguous
+    assert gradcheck(lambda t: (t * t).sum(), [a])
+    b = Tensor(rng.standard_normal((6, 4))[::2, 1:], requires_grad=True)
+    assert gradcheck(lambda t: (t.exp() * t).sum(1), [b])
+
+
+def test_gradcheck_checks_every_output_of_a_tuple(rng):
+    a = t64(rng, 3, 2)
+    assert gradcheck(lambda t: (t * 2, t.exp(), t.sum()), [a])
+
+    def second_output_wrong(x):
+        wrong = Tensor._from_op(x.data ** 2, (x,), lambda g: (g * x.data,))  # should be 2x
+        return x * 3, wrong
+
+    with pytest.raises(GradcheckError, match="input 0"):
+        gradcheck(second_output_wrong, [a])
+    with pytest.raises(TypeError, match="gradcheck: .*output 1 is ndarray"):
+        gradcheck(lambda t: (t * 2, t.data), [a])

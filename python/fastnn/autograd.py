@@ -35,6 +35,11 @@ class _GradMode:
 
     _mode = True
 
+    def __new__(cls, fn=None):
+        # `@no_grad` without parentheses hands the function straight to the class.
+        mode = super().__new__(cls)
+        return mode if fn is None else mode(fn)
+
     def __enter__(self):
         self._previous = is_grad_enabled()
         set_grad_enabled(self._mode)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -77,6 +78,16 @@ def _to_storable(name: str, value: Any, where: str) -> np.ndarray:
     return np.asarray(value, dtype=dtype, order="C")  # not ascontiguousarray: it makes 0-d 1-d
 
 
+def _file_mode(path: str) -> int:
+    """The permissions a save should leave: an existing file's own, else what open() gives."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # the only portable way to read the umask is to set it
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _atomic_write(path: PathLike, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the complete new one."""
     path = os.fspath(path)
@@ -84,6 +95,8 @@ def _atomic_write(path: PathLike, data: bytes) -> None:
     prefix = "." + os.path.basename(path) + "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); not on Windows
+            os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -57,6 +57,14 @@ def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.reshape(shape)
 
 
+def _dim_index(op: str, dim, ndim: int, of: str = "the input") -> int:
+    """`dim` as an index in [0, ndim), negative dims counting from the end, as PyTorch does."""
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"{op}: dim {dim} is out of range for the {ndim} dims of {of} "
+                         f"(expected -{ndim} <= dim < {ndim})")
+    return dim % ndim
+
+
 def _normalize_axes(dim, ndim):
     if dim is None:
         return None
@@ -279,7 +287,10 @@ class Tensor:
         if other_t is not None:
             other_data = other._data
         elif isinstance(other, (bool, int, float)):
-            other_data = other  # a Python scalar keeps the tensor's dtype under numpy's rules
+            # A Python scalar keeps the tensor's dtype under numpy's rules; a numpy float64
+            # scalar (a subclass of float) would promote float32 to float64, so it goes in as a
+            # Python float, as PyTorch treats it.
+            other_data = other.item() if isinstance(other, np.generic) else other
         else:
             other_data = _as_array(other)
             if self._data.dtype.kind == "f" and other_data.dtype != self._data.dtype:
@@ -457,7 +468,8 @@ class Tensor:
     def mean(self, dim=None, keepdim: bool = False):
         axes = _normalize_axes(dim, self.ndim)
         count = self._data.size if axes is None else int(np.prod([self.shape[a] for a in axes]))
-        return self.sum(dim, keepdim) * (1.0 / max(count, 1))
+        # An empty mean is 0/0: NaN, as in PyTorch and numpy.
+        return self.sum(dim, keepdim) * (1.0 / count if count else float("nan"))
 
     def var(self, dim=None, keepdim: bool = False, unbiased: bool = True):
         axes = _normalize_axes(dim, self.ndim)
@@ -470,14 +482,16 @@ class Tensor:
 
     def _extreme(self, dim, keepdim, numpy_arg):
         x = self._data
+        if x.size == 0:
+            raise ValueError(f"{numpy_arg.__name__[3:]}: the tensor of shape {x.shape} is empty")
         if dim is None:
-            flat_index = int(numpy_arg(x))
-            out = np.asarray(x.reshape(-1)[flat_index])
+            out = np.asarray(x.reshape(-1)[int(numpy_arg(x))])
 
             def backward(g):
-                grad = np.zeros_like(x)
-                grad.reshape(-1)[flat_index] = g
-                return (grad,)
+                # Ties share the gradient evenly, as in PyTorch, so that the result does not
+                # depend on which of equal elements comes first.
+                ties = np.isnan(x) if np.isnan(out) else x == out
+                return (ties * (g / np.count_nonzero(ties)).astype(x.dtype),)
 
             return Tensor._from_op(out, (self,), backward)
         (axis,) = _normalize_axes(dim, self.ndim)
@@ -531,7 +545,11 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
+        start = _dim_index("flatten", start_dim, self.ndim)
+        end = _dim_index("flatten", end_dim, self.ndim)
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                             f"for shape {self.shape}")
         shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
         return self.reshape(shape)
 
@@ -547,6 +565,8 @@ class Tensor:
 
     def transpose(self, dim0: int, dim1: int):
         dims = list(range(self.ndim))
+        dim0, dim1 = _dim_index("transpose", dim0, self.ndim), _dim_index("transpose", dim1,
+                                                                           self.ndim)
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return self.permute(*dims)
 
@@ -559,7 +579,7 @@ class Tensor:
         return self.reshape(self.shape[:axis] + self.shape[axis + 1:])
 
     def unsqueeze(self, dim: int):
-        axis = dim % (self.ndim + 1)
+        axis = _dim_index("unsqueeze", dim, self.ndim + 1, "the result")
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def expand(self, *shape):
@@ -666,7 +686,14 @@ def cat(tensors, dim: int = 0) -> Tensor:
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
-    axis = dim % tensors[0].ndim
+    first = tensors[0].shape
+    if not first:
+        raise ValueError("cat: zero-dimensional tensors cannot be concatenated")
+    axis = _dim_index("cat", dim, len(first))
+    for t in tensors[1:]:
+        if t.ndim != len(first) or any(a != b for i, (a, b) in enumerate(zip(t.shape, first))
+                                       if i != axis):
+            raise ValueError(f"cat: shapes {[t.shape for t in tensors]} differ outside dim {dim}")
     out = np.concatenate([t._data for t in tensors], axis=axis)
     bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1]
 
@@ -681,7 +708,9 @@ def stack(tensors, dim: int = 0) -> Tensor:
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
-    axis = dim % (tensors[0].ndim + 1)
+    if any(t.shape != tensors[0].shape for t in tensors):
+        raise ValueError(f"stack: expected tensors of one shape, got {[t.shape for t in tensors]}")
+    axis = _dim_index("stack", dim, tensors[0].ndim + 1, "the result")
     out = np.stack([t._data for t in tensors], axis=axis)
 
     def backward(g):

@@ -14,6 +14,17 @@ from .module import Module
 _FUSABLE = (Linear, Conv1d, Conv2d)
 
 
+def _fused_activation(module):
+    """(kernel name, alpha) of an activation that may run inside the layer before it, or None.
+
+    An activation subclass with a forward of its own is run as written, never replaced by the
+    kernel its base class would fuse.
+    """
+    if isinstance(module, _Activation) and type(module).forward is _Activation.forward:
+        return module.fusable
+    return None
+
+
 class Sequential(Module):
     """Modules applied one after another.
 
@@ -64,16 +75,16 @@ class Sequential(Module):
                 while i < count and type(modules[i]) is Linear:
                     linear = modules[i]
                     activation, alpha = linear.activation, linear.alpha
-                    following = modules[i + 1] if i + 1 < count else None
+                    fused = _fused_activation(modules[i + 1]) if i + 1 < count else None
                     i += 1
-                    if activation == "identity" and isinstance(following, _Activation):
-                        activation, alpha = following.fusable
+                    if activation == "identity" and fused is not None:
+                        activation, alpha = fused
                         i += 1
                     layers.append((linear, activation, alpha))
                 x = _linear_run(x, layers)
-            elif (kind in _FUSABLE and module.activation == "identity"
-                    and i + 1 < count and isinstance(modules[i + 1], _Activation)):
-                name, alpha = modules[i + 1].fusable
+            elif (kind in _FUSABLE and module.activation == "identity" and i + 1 < count
+                    and _fused_activation(modules[i + 1]) is not None):
+                name, alpha = _fused_activation(modules[i + 1])
                 x = module.forward_fused(x, name, alpha)
                 i += 2
             else:
