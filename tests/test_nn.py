@@ -77,6 +77,13 @@ def test_linear_gradient_accumulates_over_calls(rng):
     assert layer.weight.grad is None
 
 
+def test_linear_sizes_must_be_positive_integers():
+    with pytest.raises(TypeError, match=r"Linear: .*integers, got \(3.5, 2\)"):
+        nn.Linear(3.5, 2)
+    with pytest.raises(ValueError, match=r"Linear: .*positive, got \(0, 2\)"):
+        nn.Linear(0, 2)
+
+
 def test_linear_bad_input_names_layer_and_shapes():
     with pytest.raises(ValueError, match=r"Linear\(in_features=4, out_features=3\).*\(2, 5\)"):
         nn.Linear(4, 3)(np.zeros((2, 5), np.float32))

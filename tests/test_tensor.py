@@ -357,3 +357,19 @@ def test_gradcheck_checks_every_output_of_a_tuple(rng):
         gradcheck(second_output_wrong, [a])
     with pytest.raises(TypeError, match="gradcheck: .*output 1 is ndarray"):
         gradcheck(lambda t: (t * 2, t.data), [a])
+
+
+BROADCAST_ERRORS = {
+    "add": lambda a, b: a + b,
+    "multiply": lambda a, b: a * b.data,
+    "maximum": lambda a, b: fastnn.maximum(a, b),
+    "where": lambda a, b: fastnn.where(a.data > 0, a, b),
+}
+
+
+@pytest.mark.parametrize("op", sorted(BROADCAST_ERRORS))
+def test_broadcast_errors_name_the_operation_and_shapes(op):
+    with pytest.raises(ValueError, match=rf"{op}: .*\(4, 3\).*\(2,\)"):
+        BROADCAST_ERRORS[op](fastnn.ones(4, 3), fastnn.ones(2))
+    with pytest.raises(ValueError, match=r"expand: .*\(4, 3\).*\(5, 4\)"):
+        fastnn.ones(4, 3).expand(5, 4)

@@ -295,7 +295,11 @@ class Tensor:
             other_data = _as_array(other)
             if self._data.dtype.kind == "f" and other_data.dtype != self._data.dtype:
                 other_data = other_data.astype(self._data.dtype)
-        out = forward(self._data, other_data)
+        try:
+            out = forward(self._data, other_data)
+        except ValueError:
+            raise ValueError(f"{forward.__name__}: shapes {self.shape} and {np.shape(other_data)} "
+                             f"cannot be broadcast together") from None
         if not isinstance(out, np.ndarray):
             out = np.asarray(out)
         parents = (self,) if other_t is None else (self, other_t)
@@ -588,7 +592,12 @@ class Tensor:
         shape = tuple(s if s != -1 else self.shape[i - len(shape) + self.ndim]
                       for i, s in enumerate(shape))
         source = self.shape
-        return Tensor._from_op(np.broadcast_to(self._data, shape), (self,),
+        try:
+            expanded = np.broadcast_to(self._data, shape)
+        except ValueError:
+            raise ValueError(f"expand: a tensor of shape {source} cannot be expanded to shape "
+                             f"{shape} (only dims of size 1 grow)") from None
+        return Tensor._from_op(expanded, (self,),
                                lambda g: (_unbroadcast(g, source),))
 
     def contiguous(self):
@@ -723,7 +732,11 @@ def where(condition, a, b) -> Tensor:
     cond = _as_array(condition).astype(bool)
     a = a if isinstance(a, Tensor) else Tensor(_as_array(a))
     b = b if isinstance(b, Tensor) else Tensor(_as_array(b))
-    out = np.where(cond, a._data, b._data)
+    try:
+        out = np.where(cond, a._data, b._data)
+    except ValueError:
+        raise ValueError(f"where: shapes {cond.shape} (condition), {a.shape} and {b.shape} "
+                         f"cannot be broadcast together") from None
 
     def backward(g):
         return (_unbroadcast(np.where(cond, g, 0), a.shape),
@@ -732,14 +745,24 @@ def where(condition, a, b) -> Tensor:
     return Tensor._from_op(out, (a, b), backward)
 
 
-def maximum(a, b) -> Tensor:
+def _pick(op: str, a, b, keep_a) -> Tensor:
+    """Elementwise a where keep_a(a, b) holds, else b; the gradient goes to the one picked."""
     a = a if isinstance(a, Tensor) else Tensor(_as_array(a))
-    return where(a._data >= _as_array(b), a, b)
+    b = b if isinstance(b, Tensor) else Tensor(_as_array(b))
+    try:
+        condition = keep_a(a._data, b._data)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast "
+                         f"together") from None
+    return where(condition, a, b)
+
+
+def maximum(a, b) -> Tensor:
+    return _pick("maximum", a, b, np.greater_equal)
 
 
 def minimum(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else Tensor(_as_array(a))
-    return where(a._data <= _as_array(b), a, b)
+    return _pick("minimum", a, b, np.less_equal)
 
 
 _set_autograd_wrapper(Tensor._wrap)

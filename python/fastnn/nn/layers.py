@@ -51,6 +51,10 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  activation: str | None = None, alpha: float = 0.0, dtype=np.float32):
         super().__init__()
+        if not all(isinstance(size, (int, np.integer)) and not isinstance(size, bool)
+                   for size in (in_features, out_features)):
+            raise TypeError(f"Linear: in_features and out_features must be integers, got "
+                            f"({in_features!r}, {out_features!r})")
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"Linear: in_features and out_features must be positive, got "
                              f"({in_features}, {out_features})")
