@@ -33,11 +33,9 @@ def main() -> None:
 
     fastnn.manual_seed(args.seed)
     model = nn.Sequential(nn.Linear(x.shape[1], 32), nn.ReLU(), nn.Linear(32, 1))
-
-    def loss_fn(logits, target):  # BCE wants float targets shaped like the logits
-        return nn.BCEWithLogitsLoss()(logits, np.asarray(target, np.float32).reshape(-1, 1))
-
-    trainer = Trainer(model, loss_fn, optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+    # The (N,) 0/1 labels go in as they are: fit() matches them to the (N, 1) logits.
+    trainer = Trainer(model, nn.BCEWithLogitsLoss(),
+                      optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
                       metrics=["accuracy", "roc_auc"])
     trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=32, validation_split=0.1,
                 verbose=args.verbose)

@@ -3,6 +3,9 @@
 A callback receives the trainer in `set_trainer` and then hook calls with a `logs` dict of the
 epoch's figures ("loss", "accuracy", "val_loss", "val_accuracy", "lr", ...). It can stop
 training by setting `trainer.stop_training = True`.
+
+A figure can be missing from an epoch's logs: an epoch cut short by TerminateOnNaN is not
+validated. Callbacks that monitor a figure then log a warning and skip that epoch, as Keras does.
 """
 
 from __future__ import annotations
@@ -57,17 +60,30 @@ def _resolve_mode(mode: str, monitor: str, owner: str) -> str:
 
 
 def _monitored(logs, monitor, owner):
+    """The monitored figure of this epoch, or None (with a warning) when the logs lack it."""
     if monitor not in logs:
-        raise KeyError(f"{owner}: monitored quantity {monitor!r} is not in the logs (available: "
-                       f"{sorted(logs)}); pass validation data for 'val_' quantities")
+        logger.warning("%s: monitored quantity %r is not in this epoch's logs (available: %s); "
+                       "skipping the epoch. 'val_' quantities need validation data, which an "
+                       "epoch stopped early is not given", owner, monitor, sorted(logs))
+        return None
     return float(logs[monitor])
+
+
+def _all_finite(state) -> bool:
+    return all(np.all(np.isfinite(value)) for value in state.values())
+
+
+def _is_plateau_scheduler(schedule) -> bool:
+    return type(schedule).__name__ == "ReduceLROnPlateau"
 
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved for `patience` epochs.
 
     With restore_best_weights=True (the default) the model ends with the weights of its best
-    epoch, not its last.
+    epoch, not its last, whatever stopped training (this callback, TerminateOnNaN, the last
+    epoch). An epoch whose weights are not all finite never counts as the best, so a run that
+    diverged ends with the last good weights. Epochs without the monitored figure are skipped.
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
@@ -91,12 +107,20 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         current = _monitored(logs or {}, self.monitor, "EarlyStopping")
-        if math.isnan(current):
+        if current is None or math.isnan(current):
             return
         if self.best is None or _better(self.mode, self.min_delta)(current, self.best):
+            state = self.trainer.model.state_dict()
+            # A figure from a diverging epoch (e.g. accuracy over the batches before a NaN
+            # stop) can look best; weights with NaN or inf are never worth restoring.
+            if not _all_finite(state):
+                logger.warning("EarlyStopping: epoch %d has %s = %.6g but weights that are not "
+                               "all finite; not taking it as the best", epoch + 1, self.monitor,
+                               current)
+                return
             self.best, self.best_epoch, self._wait = current, epoch, 0
             if self.restore_best_weights:
-                self._best_state = {k: v.copy() for k, v in self.trainer.model.state_dict().items()}
+                self._best_state = {k: v.copy() for k, v in state.items()}
             return
         self._wait += 1
         if self._wait >= self.patience:
@@ -114,7 +138,8 @@ class ModelCheckpoint(Callback):
     """Save the model's weights (safetensors) after each epoch, or only when it improves.
 
     `filepath` may contain format fields filled from the epoch number and logs, e.g.
-    "model-{epoch:02d}-{val_loss:.3f}.safetensors". Writes are atomic.
+    "model-{epoch:02d}-{val_loss:.3f}.safetensors". Writes are atomic. An epoch whose logs lack
+    the monitored figure (with save_best_only) or a field of `filepath` is skipped with a warning.
     """
 
     def __init__(self, filepath: str, monitor: str = "val_loss", save_best_only: bool = False,
@@ -130,13 +155,21 @@ class ModelCheckpoint(Callback):
         from .serialization import save_file
 
         logs = logs or {}
+        current = None
         if self.save_best_only:
             current = _monitored(logs, self.monitor, "ModelCheckpoint")
-            if math.isnan(current) or (self.best is not None
-                                       and not _better(self.mode, 0.0)(current, self.best)):
+            if current is None or math.isnan(current) or (
+                    self.best is not None and not _better(self.mode, 0.0)(current, self.best)):
                 return
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as missing:
+            logger.warning("ModelCheckpoint: filepath %r names %s, which is not in this epoch's "
+                           "logs (available: %s); not saving epoch %d", self.filepath, missing,
+                           sorted(logs), epoch + 1)
+            return
+        if self.save_best_only:
             self.best = current
-        path = self.filepath.format(epoch=epoch + 1, **logs)
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
@@ -145,14 +178,38 @@ class ModelCheckpoint(Callback):
 
 
 class LearningRateScheduler(Callback):
-    """Step a fastnn.optim scheduler once per epoch, or set the LR from schedule(epoch, lr).
+    """Step a fastnn.optim scheduler from fit(), or set the LR from schedule(epoch, lr).
 
-    A ReduceLROnPlateau scheduler is stepped with the monitored quantity.
+    Args:
+        schedule: a scheduler (stepped after each epoch, or after each batch), or a function
+            schedule(epoch, lr) -> new lr applied at the start of each epoch.
+        monitor: the figure a ReduceLROnPlateau scheduler is stepped with, once per epoch; an
+            epoch without it (no validation, or cut short) is skipped with a warning.
+        interval: "epoch" (default) or "batch": step the scheduler after every optimiser step,
+            as per-batch schedules such as OneCycleLR expect. Only for schedulers whose step()
+            takes no figure.
+
+    A per-batch schedule needs the number of batches of an epoch: ceil(n / batch_size), where n
+    counts the training samples only, n = N - ceil(validation_split * N) with validation_split.
+
+    Example:
+        >>> sched = OneCycleLR(opt, max_lr=0.1, epochs=10, steps_per_epoch=math.ceil(n / 32))
+        >>> trainer.fit(x, y, epochs=10, batch_size=32,
+        ...             callbacks=[LearningRateScheduler(sched, interval="batch")])
     """
 
-    def __init__(self, schedule, monitor: str = "val_loss"):
+    def __init__(self, schedule, monitor: str = "val_loss", interval: str = "epoch"):
+        if interval not in ("epoch", "batch"):
+            raise ValueError(f"LearningRateScheduler: interval must be 'epoch' or 'batch', got "
+                             f"{interval!r}")
+        if interval == "batch" and (not hasattr(schedule, "step")
+                                    or _is_plateau_scheduler(schedule)):
+            raise ValueError(f"LearningRateScheduler: interval='batch' needs a scheduler stepped "
+                             f"without a figure (e.g. OneCycleLR), got "
+                             f"{type(schedule).__name__}")
         self.schedule = schedule
         self.monitor = monitor
+        self.interval = interval
 
     def on_epoch_begin(self, epoch, logs=None):
         if callable(self.schedule) and not hasattr(self.schedule, "step"):
@@ -161,11 +218,17 @@ class LearningRateScheduler(Callback):
             for group in optimizer.param_groups:
                 group["lr"] = new_lr
 
+    def on_batch_end(self, batch, logs=None):
+        if self.interval == "batch":
+            self.schedule.step()
+
     def on_epoch_end(self, epoch, logs=None):
-        if not hasattr(self.schedule, "step"):
+        if self.interval != "epoch" or not hasattr(self.schedule, "step"):
             return
-        if type(self.schedule).__name__ == "ReduceLROnPlateau":
-            self.schedule.step(_monitored(logs or {}, self.monitor, "LearningRateScheduler"))
+        if _is_plateau_scheduler(self.schedule):
+            current = _monitored(logs or {}, self.monitor, "LearningRateScheduler")
+            if current is not None:
+                self.schedule.step(current)
         else:
             self.schedule.step()
 

@@ -12,7 +12,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import functional as F
 from . import metrics as metric_fns
+from . import nn
 from .autograd import no_grad
 from .callbacks import Callback, TerminateOnNaN
 from .data import ArrayDataset, DataLoader, train_val_split
@@ -94,6 +96,46 @@ def _resolve_metrics(metrics):
     return resolved
 
 
+def _metric_targets(targets) -> np.ndarray:
+    """Targets for the metrics: an (N, 1) column becomes the (N,) labels they expect."""
+    targets = np.asarray(targets)
+    return targets.reshape(-1) if targets.ndim == 2 and targets.shape[1] == 1 else targets
+
+
+# --- loss targets -----------------------------------------------------------------------------
+# Losses that compare outputs with targets of the same shape. A Keras user passes (N,) targets
+# for a one-column (N, 1) output; these losses rightly refuse the pair, so the loop matches them.
+_SAME_SHAPE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCEWithLogitsLoss,
+                      nn.BCELoss)
+_SAME_SHAPE_LOSS_FUNCTIONS = (F.mse_loss, F.l1_loss, F.huber_loss, F.smooth_l1_loss,
+                              F.binary_cross_entropy_with_logits, F.binary_cross_entropy)
+
+
+def _takes_same_shape_targets(loss_fn) -> bool:
+    return isinstance(loss_fn, _SAME_SHAPE_LOSSES) or any(
+        loss_fn is function for function in _SAME_SHAPE_LOSS_FUNCTIONS)
+
+
+def _loss_targets(loss_fn, output_shape: tuple, targets, where: str):
+    """Targets shaped like the outputs when the two differ only by a trailing dimension of 1.
+
+    Only that case is reshaped: (N,) against (N, 1) must never broadcast into an (N, N) loss,
+    and any other mismatch is the user's to fix, so it raises naming both shapes.
+    """
+    if not _takes_same_shape_targets(loss_fn):
+        return targets
+    if not isinstance(targets, (np.ndarray, Tensor)):
+        targets = np.asarray(targets)
+    output_shape, target_shape = tuple(output_shape), tuple(targets.shape)
+    if target_shape == output_shape:
+        return targets
+    if output_shape == target_shape + (1,) or target_shape == output_shape + (1,):
+        return targets.reshape(output_shape)
+    name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+    raise ValueError(f"{where}: {name} compares outputs and targets of one shape, but the model "
+                     f"gave outputs of shape {output_shape} for targets of shape {target_shape}")
+
+
 # --- History ----------------------------------------------------------------------------------
 class History:
     """Per-epoch figures recorded by `fit`: `history["loss"]`, `history["val_accuracy"]`, ..."""
@@ -159,7 +201,13 @@ class Trainer:
         loss: a loss module or function taking (outputs, targets).
         optimizer: a fastnn.optim optimizer over the model's parameters.
         metrics: names ("accuracy", "f1", "precision", "recall", "roc_auc", "mse", "mae", "r2")
-            or callables (y_true, outputs) -> float, computed per epoch.
+            or callables (y_true, outputs) -> float, computed per epoch. Targets of shape (N, 1)
+            reach the metrics as (N,).
+
+    With a loss that takes targets of the outputs' shape (MSELoss, L1Loss, HuberLoss,
+    SmoothL1Loss, BCEWithLogitsLoss, BCELoss or their functional forms), targets of shape (N,)
+    for a model giving (N, 1), or the reverse, are reshaped to the outputs' shape; other
+    mismatches raise ValueError.
 
     Example:
         >>> trainer = Trainer(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters()),
@@ -179,7 +227,7 @@ class Trainer:
     def train_step(self, inputs, targets):
         """One optimisation step on a batch; returns (loss value, outputs array)."""
         outputs = self.model(inputs if isinstance(inputs, Tensor) else Tensor(inputs))
-        loss = self.loss_fn(outputs, targets)
+        loss = self.loss_fn(outputs, _loss_targets(self.loss_fn, outputs.shape, targets, "fit"))
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -199,10 +247,19 @@ class Trainer:
             initial_epoch: int = 0) -> History:
         """Train for `epochs` epochs and return the History of per-epoch figures.
 
-        x, y: arrays (or x a DataLoader yielding (inputs, targets)). validation_data: a tuple
-        (x_val, y_val) or a DataLoader; validation_split: a fraction of (x, y) held out instead
-        (taken after a seeded shuffle). verbose: 0 silent, 1 a progress bar per epoch, 2 one
-        line per epoch.
+        Args:
+            x, y: arrays, or x a DataLoader yielding (inputs, targets) and y None.
+            validation_data: a tuple (x_val, y_val) or a DataLoader, evaluated after each epoch.
+            validation_split: instead of validation_data, hold out the last fraction of the
+                samples of (x, y), as Keras does: the last ceil(validation_split * N) rows,
+                taken before any shuffling. The split draws nothing from the random generator
+                and is the same on every call, so a second fit() never trains on the first's
+                validation rows and a run resumed from a checkpoint repeats exactly. Shuffle
+                the data beforehand if its order is meaningful (sorted by class or time).
+            shuffle: reshuffle the training samples every epoch (from fastnn's generator).
+            callbacks: Callback instances (fastnn.callbacks).
+            verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+            initial_epoch: the epoch to start from, to resume a run; epochs is the last one.
         """
         if epochs < 1 or initial_epoch < 0:
             raise ValueError(f"fit: epochs must be >= 1 and initial_epoch >= 0, got epochs="
@@ -213,8 +270,11 @@ class Trainer:
             if isinstance(x, DataLoader):
                 raise ValueError("fit: validation_split needs arrays; pass validation_data "
                                  "with a DataLoader")
+            if y is None:
+                raise ValueError("fit: validation_split needs targets y with the arrays x")
             (x, y), validation_data = train_val_split(np.asarray(x), np.asarray(y),
-                                                      val_fraction=validation_split)
+                                                      val_fraction=validation_split,
+                                                      shuffle=False)
         loader = self._loader(x, y, batch_size, shuffle)
         callbacks = list(callbacks)
         for callback in callbacks:
@@ -279,7 +339,8 @@ class Trainer:
                 break
         logs = OrderedDict(loss=total_loss / max(seen, 1))
         if self.metrics and outputs_seen:
-            y_all, out_all = np.concatenate(targets_seen), np.concatenate(outputs_seen)
+            y_all = _metric_targets(np.concatenate(targets_seen))
+            out_all = np.concatenate(outputs_seen)
             for name, fn in self.metrics.items():
                 logs[name] = float(fn(y_all, out_all))
         if bar is not None:
@@ -320,15 +381,19 @@ class Trainer:
     def evaluate(self, x, y=None, batch_size: int = 256) -> dict:
         """Loss and metrics over (x, y) in eval mode: {"loss": ..., "accuracy": ...}."""
         outputs, loader_targets = self._outputs(x, batch_size)
-        targets = loader_targets if loader_targets is not None else np.asarray(y)
+        targets = loader_targets if loader_targets is not None else (
+            None if y is None else np.asarray(y))
         if targets is None or len(targets) != len(outputs):
             raise ValueError(f"evaluate: got {len(outputs)} outputs but "
                              f"{0 if targets is None else len(targets)} targets")
-        with no_grad():
-            loss = float(self.loss_fn(Tensor(outputs), targets).item()) if len(outputs) else \
-                math.nan
+        loss = math.nan
+        if len(outputs):
+            loss_targets = _loss_targets(self.loss_fn, outputs.shape, targets, "evaluate")
+            with no_grad():
+                loss = float(self.loss_fn(Tensor(outputs), loss_targets).item())
         results = OrderedDict(loss=loss)
+        metric_targets = _metric_targets(targets)
         for name, fn in self.metrics.items():
-            results[name] = float(fn(targets, outputs))
+            results[name] = float(fn(metric_targets, outputs))
         return results
 
