@@ -11,6 +11,7 @@ from fastnn import nn, optim
 from fastnn.callbacks import (CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
                               TerminateOnNaN)
 from fastnn.training import History, Trainer
+from test_checkpoint import make_run  # the resumable run the checkpoint tests use
 
 
 def blobs(rng, n=300, classes=3, features=5):
@@ -258,14 +259,6 @@ def test_validation_split_holds_out_the_same_last_rows_on_every_fit(rng):
     assert sorted(set(trained.tolist())) == list(range(72))
 
 
-def resumable_run(seed=11):
-    fastnn.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Dropout(0.3), nn.Linear(20, 3))
-    optimizer = optim.Adam(model.parameters(), lr=1e-2)
-    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
-    return model, optimizer, scheduler
-
-
 def fit_with_split(model, optimizer, scheduler, first, last):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((96, 6)).astype(np.float32), rng.integers(0, 3, 96)
@@ -276,17 +269,17 @@ def fit_with_split(model, optimizer, scheduler, first, last):
 
 
 def test_resume_through_fit_with_validation_split_is_bit_exact(tmp_path):
-    model, optimizer, scheduler = resumable_run()
+    model, optimizer, scheduler = make_run()
     uninterrupted_history = fit_with_split(model, optimizer, scheduler, 0, 4)
     uninterrupted = {k: v.copy() for k, v in model.state_dict().items()}
 
-    model, optimizer, scheduler = resumable_run()
+    model, optimizer, scheduler = make_run()
     first_half = fit_with_split(model, optimizer, scheduler, 0, 2)
     path = tmp_path / "run.ckpt.safetensors"
     fastnn.save_checkpoint(path, model, optimizer, scheduler, epoch=2)
     fastnn.manual_seed(999)  # whatever happens between runs must not matter
 
-    model, optimizer, scheduler = resumable_run(seed=5)
+    model, optimizer, scheduler = make_run(seed=5)
     info = fastnn.load_checkpoint(path, model, optimizer, scheduler)
     second_half = fit_with_split(model, optimizer, scheduler, info["epoch"], 4)
     for key, value in model.state_dict().items():
