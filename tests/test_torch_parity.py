@@ -21,7 +21,19 @@ OPTIMIZERS = {
         lambda p: optim.RMSprop(p, lr=1e-3, momentum=0.5, centered=True),
         lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5, centered=True)),
     "adagrad": (lambda p: optim.Adagrad(p, lr=0.05), lambda p: torch.optim.Adagrad(p, lr=0.05)),
+    "sgd_momentum_dampening": (
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.1)),
+    "rmsprop": (lambda p: optim.RMSprop(p, lr=1e-3), lambda p: torch.optim.RMSprop(p, lr=1e-3)),
+    "adam_param_groups": (lambda p: optim.Adam(_two_groups(p), lr=1e-2),
+                          lambda p: torch.optim.Adam(_two_groups(p), lr=1e-2)),
 }
+
+
+def _two_groups(params):
+    """The first layer with its own learning rate and weight decay, the rest on the defaults."""
+    params = list(params)
+    return [{"params": params[:2], "lr": 3e-2, "weight_decay": 1e-2}, {"params": params[2:]}]
 
 # name -> (fastnn loss, torch loss, output width, target maker)
 LOSSES = {
