@@ -335,15 +335,39 @@ def _scalar_loss(value: float, dtype, parents, backward) -> Tensor:
     return Tensor._from_op(np.asarray(value, dtype=dtype), parents, backward)
 
 
-def _labels(target, op: str, rows: int) -> np.ndarray:
-    labels = _as_array(target)
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{op}: class-index targets must be integers, got dtype {labels.dtype}")
-    if labels.dtype != np.int64 or labels.ndim != 1 or not labels.flags.c_contiguous:
-        labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
-    if labels.shape[0] != rows:
-        raise ValueError(f"{op}: input has {rows} rows but target has {labels.shape[0]} labels")
-    return labels
+def _learned_target(target):
+    """target if its gradient is wanted, else None.
+
+    A target that requires grad (a computed or learned one, which is rare) becomes a second
+    parent of the loss; a constant target, the case of every training step, costs this check.
+    """
+    if isinstance(target, Tensor) and target.requires_grad and is_grad_enabled():
+        return target
+    return None
+
+
+def _labels(target: np.ndarray, op: str, input_shape: tuple) -> np.ndarray:
+    """Class-index targets checked against logits of `input_shape`, as a flat int64 array."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: class-index targets must be integers, got dtype {target.dtype}")
+    expected = () if len(input_shape) == 1 else (input_shape[0],) + input_shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"{op}: target has shape {target.shape} but input has shape "
+                         f"{input_shape}; expected a class-index target of shape {expected}")
+    if target.dtype != np.int64 or target.ndim != 1 or not target.flags.c_contiguous:
+        target = np.ascontiguousarray(target, dtype=np.int64).reshape(-1)
+    return target
+
+
+def _class_weight(weight, op: str, classes: int, dtype):
+    """The per-class weight as a C-contiguous (classes,) array of `dtype`, or None."""
+    if weight is None:
+        return None
+    data = _float_data(_tensor(weight), op, dtype)
+    if data.shape != (classes,):
+        raise ValueError(f"{op}: weight has shape {data.shape} but the input has {classes} "
+                         f"classes; expected shape ({classes},)")
+    return data
 
 
 def _unchanged(value):
@@ -351,25 +375,25 @@ def _unchanged(value):
 
 
 def _classes_last(input: Tensor, op: str):
-    """(N, C), (C,) or (N, C, d1, ...) logits as a 2-D (rows, C) array plus how to undo it."""
-    if input.ndim == 1:
-        return input.reshape(1, -1), (lambda t: t.reshape(())), (lambda lab: lab.reshape(1))
+    """(N, C), (C,) or (N, C, d1, ...) logits as (rows, C), and how to shape per-row results."""
     if input.ndim == 2:
-        return input, _unchanged, _unchanged
+        return input, _unchanged
+    if input.ndim == 1:
+        return input.reshape(1, -1), (lambda t: t.reshape(()))
     if input.ndim > 2:
         spatial = input.shape[2:]
         moved = input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])
-        return moved, (lambda t: t.reshape((input.shape[0],) + spatial)), \
-            (lambda lab: lab.reshape(-1))
-    raise ValueError(f"{op}: input must have at least 1 dim")
+        return moved, (lambda t: t.reshape((input.shape[0],) + spatial))
+    raise ValueError(f"{op}: input must have at least 1 dim, got a 0-d tensor")
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy between logits (N, C) and integer class targets (N,).
 
-    Also accepts unbatched (C,) input and (N, C, d1, ...) input with (N, d1, ...) targets, and
-    class-probability targets of the input's shape, as torch.nn.functional.cross_entropy does.
+    Also accepts unbatched (C,) input with a 0-d target and (N, C, d1, ...) input with
+    (N, d1, ...) targets, and class-probability targets of the input's shape (which receive a
+    gradient when they require one), as torch.nn.functional.cross_entropy does.
     """
     op = "cross_entropy"
     _check_reduction(op, reduction)
@@ -378,15 +402,11 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     input = _tensor(input)
     target_array = _as_array(target)
     if target_array.dtype.kind == "f":
-        return _cross_entropy_soft(input, target_array, weight, reduction, label_smoothing)
-    logits_t, restore, flatten_labels = _classes_last(input, op)
-    classes = logits_t.shape[1]
-    weight_data = None
-    if weight is not None:
-        weight_data = _float_data(_tensor(weight), op, logits_t.dtype)
-        if weight_data.shape != (classes,):
-            raise ValueError(f"{op}: weight has shape {weight_data.shape}, expected ({classes},)")
-    labels = _labels(flatten_labels(target_array), op, logits_t.shape[0])
+        return _cross_entropy_soft(input, target, target_array, weight, reduction,
+                                   label_smoothing)
+    logits_t, restore = _classes_last(input, op)
+    weight_data = _class_weight(weight, op, logits_t.shape[1], logits_t.dtype)
+    labels = _labels(target_array, op, input.shape)
     if reduction == "none":
         return restore(_cross_entropy_per_row(logits_t, labels, weight_data, ignore_index,
                                               label_smoothing))
@@ -424,22 +444,25 @@ def _cross_entropy_per_row(logits: Tensor, labels, weight, ignore_index, smoothi
     return loss
 
 
-def _cross_entropy_soft(input: Tensor, target, weight, reduction, smoothing) -> Tensor:
-    if target.shape != input.shape:
+def _cross_entropy_soft(input: Tensor, target, target_data, weight, reduction,
+                        smoothing) -> Tensor:
+    if input.ndim == 0 or target_data.shape != input.shape:
         raise ValueError(f"cross_entropy: target must hold integer class indices, or class "
-                         f"probabilities of the input's shape; got a {target.dtype} target of "
-                         f"shape {target.shape} for input of shape {input.shape}")
+                         f"probabilities of the input's shape; got a {target_data.dtype} target "
+                         f"of shape {target_data.shape} for input of shape {input.shape}")
     class_axis = 1 if input.ndim > 1 else 0
     classes = input.shape[class_axis]
-    target = target.astype(input.dtype)
+    weight_data = _class_weight(weight, "cross_entropy", classes, input.dtype)
+    # The same arithmetic serves a numpy target and, when it wants a gradient, a tensor one.
+    learned = _learned_target(target)
+    probs = target_data.astype(input.dtype) if learned is None else learned.astype(input.dtype)
     if smoothing:
-        target = target * (1.0 - smoothing) + smoothing / classes
-    logp = log_softmax(input, dim=class_axis)
-    if weight is not None:
+        probs = probs * (1.0 - smoothing) + smoothing / classes
+    if weight_data is not None:
         shape = [1] * input.ndim
         shape[class_axis] = classes
-        target = target * _as_array(weight, input.dtype).reshape(shape)
-    loss = -(logp * Tensor(target)).sum(class_axis)
+        probs = probs * weight_data.reshape(shape)
+    loss = -(log_softmax(input, dim=class_axis) * probs).sum(class_axis)
     if reduction == "mean":
         return loss.sum() * (1.0 / max(loss.numel() if input.ndim > 1 else 1, 1))
     return loss.sum() if reduction == "sum" else loss
@@ -447,13 +470,17 @@ def _cross_entropy_soft(input: Tensor, target, weight, reduction, smoothing) -> 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100,
              reduction: str = "mean") -> Tensor:
-    """Negative log-likelihood of log-probabilities (N, C) at integer targets (N,)."""
+    """Negative log-likelihood of log-probabilities (N, C) at integer targets (N,).
+
+    Takes the same shapes as cross_entropy with class-index targets.
+    """
     op = "nll_loss"
     _check_reduction(op, reduction)
     input = _tensor(input)
-    logp, restore, flatten_labels = _classes_last(input, op)
+    logp, restore = _classes_last(input, op)
     rows, classes = logp.shape
-    labels = _labels(flatten_labels(_as_array(target)), op, rows)
+    w = _class_weight(weight, op, classes, input.dtype)
+    labels = _labels(_as_array(target), op, input.shape)
     valid = labels != ignore_index
     out_of_range = valid & ((labels < 0) | (labels >= classes))
     if np.any(out_of_range):
@@ -461,7 +488,8 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100,
         raise ValueError(f"{op}: target {labels[bad]} in row {bad} is out of range for "
                          f"{classes} classes")
     safe = np.where(valid, labels, 0)
-    w = np.ones(classes, dtype=input.dtype) if weight is None else _as_array(weight, input.dtype)
+    if w is None:
+        w = np.ones(classes, dtype=input.dtype)
     row_weight = (w[safe] * valid).astype(input.dtype)
     per_row = -logp[np.arange(rows), safe] * Tensor(row_weight)
     if reduction == "none":
@@ -479,7 +507,8 @@ def _regression_pair(input, target, op: str):
         raise ValueError(f"{op}: input has shape {input.shape} but target has shape "
                          f"{target_data.shape}; they must match")
     pred = _float_data(input, op)
-    return input, pred, np.ascontiguousarray(target_data, dtype=pred.dtype)
+    # np.asarray, not np.ascontiguousarray, which would make a 0-d target (1,).
+    return input, pred, np.asarray(target_data, dtype=pred.dtype, order="C")
 
 
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:
@@ -487,28 +516,44 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
     op = "mse_loss"
     _check_reduction(op, reduction)
     input, pred, tgt = _regression_pair(input, target, op)
+    learned = _learned_target(target)
     if reduction == "none":
-        diff = input - Tensor(tgt)
+        diff = input - (Tensor(tgt) if learned is None else learned.astype(pred.dtype))
         return diff * diff
     value = _ops.mse_forward(pred, tgt, reduction)
 
     def backward(g):
         dpred = np.empty_like(pred)
         _ops.mse_backward(dpred, pred, tgt, reduction, float(g))
-        return (dpred,)
+        return (dpred,) if learned is None else (dpred, -dpred)
 
-    return _scalar_loss(value, pred.dtype, (input,), backward)
+    parents = (input,) if learned is None else (input, learned)
+    return _scalar_loss(value, pred.dtype, parents, backward)
 
 
-def _elementwise_loss(input, pred, tgt, values, derivative, reduction):
-    """A loss of per-element values with a known derivative, as one graph node."""
-    count = max(values.size, 1)
+def _elementwise_loss(input, target, values, derivative, reduction, target_derivative=None):
+    """A loss of per-element values with known derivatives, as one graph node.
+
+    `target` is the target tensor when its gradient is wanted, else None. Its derivative
+    defaults to -derivative, which holds for every loss of (input - target).
+    """
     if reduction == "none":
-        return Tensor._from_op(values, (input,), lambda g: (g * derivative,))
-    total = values.sum(dtype=np.float64)
-    scale = 1.0 / count if reduction == "mean" else 1.0
-    return _scalar_loss(total * scale, pred.dtype, (input,),
-                        lambda g: (derivative * pred.dtype.type(float(g) * scale),))
+        result = np.asarray(values)  # numpy makes a scalar of arithmetic on 0-d arrays
+        weigh = _unchanged
+    else:
+        scale = 1.0 / max(values.size, 1) if reduction == "mean" else 1.0
+        result = np.asarray(values.sum(dtype=np.float64) * scale, dtype=values.dtype)
+        dtype = values.dtype
+
+        def weigh(g):
+            return dtype.type(float(g) * scale)
+
+    if target is None:
+        return Tensor._from_op(result, (input,), lambda g: (derivative * weigh(g),))
+    if target_derivative is None:
+        target_derivative = -derivative
+    return Tensor._from_op(result, (input, target), lambda g: (derivative * weigh(g),
+                                                               target_derivative * weigh(g)))
 
 
 def l1_loss(input, target, reduction: str = "mean") -> Tensor:
@@ -516,7 +561,8 @@ def l1_loss(input, target, reduction: str = "mean") -> Tensor:
     _check_reduction(op, reduction)
     input, pred, tgt = _regression_pair(input, target, op)
     diff = pred - tgt
-    return _elementwise_loss(input, pred, tgt, np.abs(diff), np.sign(diff), reduction)
+    return _elementwise_loss(input, _learned_target(target), np.abs(diff), np.sign(diff),
+                             reduction)
 
 
 def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:
@@ -530,7 +576,8 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Te
     small = np.abs(diff) <= delta
     values = np.where(small, 0.5 * diff * diff, delta * (np.abs(diff) - 0.5 * delta))
     derivative = np.where(small, diff, delta * np.sign(diff)).astype(pred.dtype)
-    return _elementwise_loss(input, pred, tgt, values.astype(pred.dtype), derivative, reduction)
+    return _elementwise_loss(input, _learned_target(target), values.astype(pred.dtype),
+                             derivative, reduction)
 
 
 def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:
@@ -540,29 +587,69 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) ->
     return huber_loss(input, target, reduction, beta) * (1.0 / beta)
 
 
+def _pos_weight(pos_weight, shape: tuple, dtype, op: str) -> np.ndarray:
+    """pos_weight broadcast against a target of `shape`, as PyTorch does.
+
+    Returns a (C,) array for the last axis when pos_weight varies along that axis only (the
+    layout the kernel takes), else pos_weight broadcast to the whole target's shape.
+    """
+    weight = _as_array(pos_weight, dtype)
+    if shape and weight.shape == shape[-1:]:
+        return np.asarray(weight, order="C")
+    try:
+        fits = np.broadcast_shapes(weight.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{op}: pos_weight of shape {weight.shape} cannot be broadcast to the "
+                         f"target's shape {shape}")
+    if shape and all(size == 1 for size in weight.shape[:-1]):
+        return np.asarray(np.broadcast_to(weight.reshape(-1), shape[-1:]), order="C")
+    return np.asarray(np.broadcast_to(weight, shape), order="C")
+
+
+def _bce_target_derivative(logits: np.ndarray, pw) -> np.ndarray:
+    """d loss / d target of binary cross-entropy on logits, per element."""
+    # loss = (1 - t) x + (1 + (pw - 1) t) softplus(-x) is linear in the target t.
+    if pw is None:
+        return -logits
+    return ((pw - 1) * np.logaddexp(0, -logits) - logits).astype(logits.dtype, copy=False)
+
+
 def binary_cross_entropy_with_logits(input, target, reduction: str = "mean",
                                      pos_weight=None) -> Tensor:
-    """Sigmoid and binary cross-entropy in one numerically stable kernel."""
+    """Sigmoid and binary cross-entropy in one numerically stable kernel.
+
+    pos_weight scales the loss of positive targets and broadcasts against the target, as in
+    PyTorch: usually (C,) for C classes along the last axis, or a single value.
+    """
     op = "binary_cross_entropy_with_logits"
     _check_reduction(op, reduction)
     input, logits, tgt = _regression_pair(input, target, op)
-    pw = None if pos_weight is None else _float_data(_tensor(pos_weight), op, logits.dtype)
-    if reduction == "none":
+    learned = _learned_target(target)
+    pw = None if pos_weight is None else _pos_weight(pos_weight, tgt.shape, logits.dtype, op)
+    # The kernel takes pos_weight along the last axis only; any other broadcast goes this way.
+    if reduction == "none" or (pw is not None and pw.ndim != 1):
         log_weight = 1.0 if pw is None else 1.0 + (pw - 1.0) * tgt
         softplus_neg = np.logaddexp(0, -logits)
         values = (1.0 - tgt) * logits + log_weight * softplus_neg
-        sig = 1.0 / (1.0 + np.exp(-logits))
+        sig = np.exp(-softplus_neg)  # sigmoid(x), without overflow for very negative x
         derivative = (log_weight * (sig - 1.0) + (1.0 - tgt)).astype(logits.dtype)
-        return _elementwise_loss(input, logits, tgt, values.astype(logits.dtype), derivative,
-                                 reduction)
+        d_target = None if learned is None else _bce_target_derivative(logits, pw)
+        return _elementwise_loss(input, learned, np.asarray(values, dtype=logits.dtype),
+                                 derivative, reduction, d_target)
     value = _ops.bce_with_logits_forward(logits, tgt, pw, reduction)
 
     def backward(g):
         dlogits = np.empty_like(logits)
         _ops.bce_with_logits_backward(dlogits, logits, tgt, pw, reduction, float(g))
-        return (dlogits,)
+        if learned is None:
+            return (dlogits,)
+        scale = float(g) / max(logits.size, 1) if reduction == "mean" else float(g)
+        return dlogits, _bce_target_derivative(logits, pw) * logits.dtype.type(scale)
 
-    return _scalar_loss(value, logits.dtype, (input,), backward)
+    parents = (input,) if learned is None else (input, learned)
+    return _scalar_loss(value, logits.dtype, parents, backward)
 
 
 def binary_cross_entropy(input, target, reduction: str = "mean") -> Tensor:
@@ -577,7 +664,12 @@ def binary_cross_entropy(input, target, reduction: str = "mean") -> Tensor:
     values = -(tgt * log_p + (1 - tgt) * log_q)
     eps = np.finfo(prob.dtype).tiny
     derivative = ((prob - tgt) / np.maximum(prob * (1 - prob), eps)).astype(prob.dtype)
-    return _elementwise_loss(input, prob, tgt, values.astype(prob.dtype), derivative, reduction)
+    learned = _learned_target(target)
+    # From the clamped logs, so that it is the derivative of the value returned; PyTorch's
+    # -logit(p) differs only where a log is clamped, and is infinite at p = 0 or 1.
+    d_target = None if learned is None else np.asarray(log_q - log_p, dtype=prob.dtype)
+    return _elementwise_loss(input, learned, np.asarray(values, dtype=prob.dtype), derivative,
+                             reduction, d_target)
 
 
 def one_hot(labels, num_classes: int = -1) -> Tensor:

@@ -91,7 +91,11 @@ class SmoothL1Loss(_Loss):
 
 
 class BCEWithLogitsLoss(_Loss):
-    """Binary cross-entropy on logits (sigmoid fused, numerically stable); pos_weight (C,)."""
+    """Binary cross-entropy on logits (sigmoid fused, numerically stable).
+
+    Args: reduction "mean" | "sum" | "none"; pos_weight, the weight of positive targets,
+    broadcast against the target as in PyTorch: usually (C,) for C classes, or one value.
+    """
 
     def __init__(self, reduction: str = "mean", pos_weight=None):
         super().__init__(reduction)
