@@ -486,7 +486,7 @@ void gemm_dot_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) 
   constexpr int64_t kChunkCols = 48;
   const int64_t nj_max = pr.m == 1 ? ks.dot_nj1 : ks.dot_nj;
   int64_t chunks = ceil_div(pr.n, kChunkCols);
-  if (parallel) chunks = round_up(chunks, get_num_threads());
+  if (parallel) chunks = round_up(chunks, active_threads());
   const int64_t cols = round_up(ceil_div(pr.n, chunks), nj_max);
   chunks = ceil_div(pr.n, cols);
   run_tasks(chunks, parallel, [&](int64_t t) {
@@ -510,7 +510,7 @@ void gemm_ct_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
   const int64_t MR = ks.ct_mr, NR = ks.ct_nr;
   const int64_t panels = ceil_div(pr.m, NR);
   const int64_t units = ceil_div(pr.n, MR);
-  const int64_t parts = parallel ? std::min<int64_t>(get_num_threads(), units) : 1;
+  const int64_t parts = parallel ? std::min<int64_t>(active_threads(), units) : 1;
   run_tasks(parts, parts > 1, [&](int64_t t) {
     // Equal shares, not whole MR-row groups: a share one group longer than the other kept a
     // thread waiting 3-4 us per call inside training steps (Linear(784, 512) at batch 32).
@@ -597,7 +597,7 @@ void packed_serial(const KernelSet<T>& ks, const Problem<T>& pr, bool b_direct) 
 template <class T>
 void gemm_row_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel) {
   constexpr int64_t kUnit = 64;  // whole 8-vector blocks of the row kernel, float or double
-  const int64_t parts = parallel ? std::min<int64_t>(get_num_threads(), ceil_div(pr.n, kUnit)) : 1;
+  const int64_t parts = parallel ? std::min<int64_t>(active_threads(), ceil_div(pr.n, kUnit)) : 1;
   const int64_t cols = round_up(ceil_div(pr.n, parts), kUnit);
   const int64_t a_step = pr.trans_a ? pr.lda : 1;
   run_tasks(ceil_div(pr.n, cols), parts > 1, [&](int64_t t) {
@@ -638,7 +638,7 @@ void gemm_small_k_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parall
 template <class T>
 void gemm_packed_path(const KernelSet<T>& ks, const Problem<T>& pr, bool parallel,
                       bool b_direct) {
-  const int64_t threads = parallel ? get_num_threads() : 1;
+  const int64_t threads = parallel ? active_threads() : 1;
   const bool cut_rows = !b_direct && (pr.m > pr.n || pr.trans_a);
   const int64_t unit = cut_rows ? ks.mr : ks.nr;
   const int64_t units = ceil_div(cut_rows ? pr.m : pr.n, unit);
@@ -693,7 +693,7 @@ void gemm_run(const KernelSet<T>& ks, const Problem<T>& pr) {
     return;
   }
   // Only whether to use threads depends on the thread count, never which path runs.
-  const bool threads = get_num_threads() > 1;
+  const bool threads = active_threads() > 1;
   const int64_t size = int64_t(sizeof(T));
   const bool parallel = threads && pr.m * pr.n * pr.k > kParallelMinMNK;
   const bool streams_much = pr.n * pr.k * size >= kParallelMinStreamBytes;
