@@ -81,8 +81,11 @@ void parallel_for(int64_t n, int64_t grain, int64_t cost_per_item, Body&& body) 
   const int64_t chunks = (n + grain - 1) / grain;
   (void)cost_per_item;  // only read when OpenMP is on
 #ifdef FASTNN_OPENMP
-  const int threads = active_threads();
-  if (threads > 1 && chunks > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork) {
+  // The work test comes first: active_threads() reads the clock, which small loops need not.
+  const bool worth_threads =
+      chunks > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork;
+  const int threads = worth_threads ? active_threads() : 1;
+  if (threads > 1) {
     const int use = static_cast<int>(std::min<int64_t>(threads, chunks));
     // Chunks are handed out as threads become free: when another process holds one core, the
     // other thread takes over its share instead of waiting. Which thread runs a chunk never
@@ -120,8 +123,9 @@ void parallel_for_owned(int64_t n, int64_t cost_per_item, Owner&& owner, Body&& 
   (void)cost_per_item;
   (void)owner;
 #ifdef FASTNN_OPENMP
-  const int threads = active_threads();
-  if (threads > 1 && n > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork) {
+  const bool worth_threads = n > 1 && n * std::max<int64_t>(cost_per_item, 1) >= kParallelMinWork;
+  const int threads = worth_threads ? active_threads() : 1;
+  if (threads > 1) {
     const int use = static_cast<int>(std::min<int64_t>(threads, n));
     std::vector<std::atomic<bool>> started(static_cast<size_t>(n));
     for (auto& flag : started) flag.store(false, std::memory_order_relaxed);

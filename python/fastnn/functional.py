@@ -13,7 +13,7 @@ import numpy as np
 from . import _ops
 from .autograd import is_grad_enabled, leaf_grad_buffer
 from .random import default_generator
-from .tensor import Tensor, _as_array, _unbroadcast
+from .tensor import Tensor, _as_array, _dim_index, _unbroadcast
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -286,10 +286,7 @@ def _last_axis_op(x, dim, forward_kernel, backward_kernel, op):
     x = _tensor(x)
     if x.ndim == 0:
         raise ValueError(f"{op}: expected at least 1 dim, got a 0-d tensor")
-    if not -x.ndim <= dim < x.ndim:
-        raise IndexError(f"{op}: dim {dim} is out of range for a tensor of shape {x.shape} "
-                         f"(expected -{x.ndim} <= dim < {x.ndim})")
-    axis = dim % x.ndim
+    axis = _dim_index(op, dim, x.ndim)
     moved = axis != x.ndim - 1
     data = x._data if not moved else np.moveaxis(x._data, axis, -1)
     data = _float_data(Tensor(data), op)

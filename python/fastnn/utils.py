@@ -12,12 +12,12 @@ class GradcheckError(AssertionError):
     """Raised by `gradcheck` when analytical and numerical gradients disagree."""
 
 
-def _outputs(result, fn_name="gradcheck"):
+def _outputs(result):
     """fn's result as a tuple of tensors: one tensor, or a tuple or list of them."""
     outputs = tuple(result) if isinstance(result, (tuple, list)) else (result,)
     for index, output in enumerate(outputs):
         if not isinstance(output, Tensor):
-            raise TypeError(f"{fn_name}: the function must return a Tensor or a tuple of "
+            raise TypeError(f"gradcheck: the function must return a Tensor or a tuple of "
                             f"Tensors; output {index} is {type(output).__name__}")
     return outputs
 

@@ -83,9 +83,8 @@ class Sequential(Module):
                     layers.append((linear, activation, alpha))
                 x = _linear_run(x, layers)
             elif (kind in _FUSABLE and module.activation == "identity" and i + 1 < count
-                    and _fused_activation(modules[i + 1]) is not None):
-                name, alpha = _fused_activation(modules[i + 1])
-                x = module.forward_fused(x, name, alpha)
+                    and (fused := _fused_activation(modules[i + 1])) is not None):
+                x = module.forward_fused(x, *fused)
                 i += 2
             else:
                 x = module(x)
